@@ -1,0 +1,194 @@
+//! Writes a Hugging Face checkpoint directory (`config.json`, `generation_config.json`,
+//! `model.safetensors` or shards with `model.safetensors.index.json`) that `transformers` loads.
+//! Tensors are streamed one at a time and every file is written to a temporary name, then
+//! renamed, so an interrupted save never clobbers a good file.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+use serde_json::{Value, json};
+
+use crate::error::{Error, Result};
+use crate::model::Llama;
+use crate::nn::linear::NamedTensor;
+
+/// The dtype weights are stored in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaveDtype {
+    /// 32-bit float.
+    F32,
+    /// IEEE half.
+    F16,
+    /// bfloat16.
+    BF16,
+}
+
+impl SaveDtype {
+    /// Parses `f32`/`float32`, `f16`/`float16`, `bf16`/`bfloat16`.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" | "float32" => Ok(Self::F32),
+            "f16" | "float16" => Ok(Self::F16),
+            "bf16" | "bfloat16" => Ok(Self::BF16),
+            other => Err(Error::InvalidArgument(format!("dtype \"{other}\": expected f32, f16 or bf16"))),
+        }
+    }
+
+    fn safetensors_name(self) -> &'static str {
+        match self {
+            Self::F32 => "F32",
+            Self::F16 => "F16",
+            Self::BF16 => "BF16",
+        }
+    }
+
+    /// The name `config.json` uses (`torch_dtype`).
+    pub fn torch_name(self) -> &'static str {
+        match self {
+            Self::F32 => "float32",
+            Self::F16 => "float16",
+            Self::BF16 => "bfloat16",
+        }
+    }
+
+    fn size(self) -> usize {
+        match self {
+            Self::F32 => 4,
+            Self::F16 | Self::BF16 => 2,
+        }
+    }
+
+    fn encode(self, values: &[f32], out: &mut Vec<u8>) {
+        out.clear();
+        out.reserve(values.len() * self.size());
+        for &v in values {
+            match self {
+                Self::F32 => out.extend_from_slice(&v.to_le_bytes()),
+                Self::F16 => out.extend_from_slice(&half::f16::from_f32(v).to_le_bytes()),
+                Self::BF16 => out.extend_from_slice(&half::bf16::from_f32(v).to_le_bytes()),
+            }
+        }
+    }
+}
+
+fn write_atomic(path: &Path, write: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>) -> Result<()> {
+    let tmp = path.with_extension(format!(
+        "{}.tmp",
+        path.extension().and_then(|e| e.to_str()).unwrap_or("")
+    ));
+    let io = |e| Error::io(path, e);
+    let file = File::create(&tmp).map_err(io)?;
+    let mut w = BufWriter::new(file);
+    write(&mut w).map_err(io)?;
+    w.flush().map_err(io)?;
+    w.into_inner().map_err(|e| Error::io(path, e.into_error()))?.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+fn write_json(path: &Path, value: &Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).map_err(|source| Error::Json { path: path.into(), source })?;
+    write_atomic(path, |w| w.write_all(text.as_bytes()))
+}
+
+/// Writes one safetensors file holding `tensors`, streaming their data.
+fn write_safetensors<B: Backend>(path: &Path, tensors: &[(String, NamedTensor<B>)], dtype: SaveDtype) -> Result<()> {
+    let mut header = serde_json::Map::new();
+    header.insert("__metadata__".into(), json!({"format": "pt"}));
+    let mut offset = 0usize;
+    for (name, t) in tensors {
+        let shape = t.shape();
+        let len = shape.iter().product::<usize>() * dtype.size();
+        header.insert(
+            name.clone(),
+            json!({"dtype": dtype.safetensors_name(), "shape": shape, "data_offsets": [offset, offset + len]}),
+        );
+        offset += len;
+    }
+    let mut header = serde_json::to_vec(&Value::Object(header))
+        .map_err(|source| Error::Json { path: path.into(), source })?;
+    while header.len() % 8 != 0 {
+        header.push(b' ');
+    }
+    write_atomic(path, |w| {
+        w.write_all(&(header.len() as u64).to_le_bytes())?;
+        w.write_all(&header)?;
+        let mut buf = Vec::new();
+        for (_, t) in tensors {
+            dtype.encode(&t.to_f32_vec(), &mut buf);
+            w.write_all(&buf)?;
+        }
+        Ok(())
+    })
+}
+
+/// Saves `model` as a Hugging Face checkpoint in `dir` (created if needed). Shards are cut at
+/// `max_shard_bytes` (`None` = one file).
+pub fn save_checkpoint<B: Backend>(
+    model: &Llama<B>,
+    dir: impl AsRef<Path>,
+    dtype: SaveDtype,
+    max_shard_bytes: Option<usize>,
+) -> Result<Vec<PathBuf>> {
+    let dir = dir.as_ref();
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let config = model.config();
+    let tensors = model.named_tensors();
+    let limit = max_shard_bytes.unwrap_or(usize::MAX);
+    let mut shards: Vec<Vec<(String, NamedTensor<B>)>> = vec![Vec::new()];
+    let mut size = 0usize;
+    for (name, t) in tensors {
+        let bytes = t.shape().iter().product::<usize>() * dtype.size();
+        if size > 0 && size + bytes > limit {
+            shards.push(Vec::new());
+            size = 0;
+        }
+        size += bytes;
+        shards.last_mut().unwrap_or_else(|| unreachable!()).push((name, t));
+    }
+    let mut written = Vec::new();
+    if shards.len() == 1 {
+        let path = dir.join("model.safetensors");
+        write_safetensors(&path, &shards[0], dtype)?;
+        written.push(path);
+        let stale = dir.join("model.safetensors.index.json");
+        if stale.exists() {
+            std::fs::remove_file(&stale).map_err(|e| Error::io(&stale, e))?;
+        }
+    } else {
+        let n = shards.len();
+        let mut weight_map = BTreeMap::new();
+        let mut total = 0usize;
+        for (i, shard) in shards.iter().enumerate() {
+            let name = format!("model-{:05}-of-{:05}.safetensors", i + 1, n);
+            for (key, t) in shard {
+                weight_map.insert(key.clone(), name.clone());
+                total += t.shape().iter().product::<usize>() * dtype.size();
+            }
+            let path = dir.join(&name);
+            write_safetensors(&path, shard, dtype)?;
+            written.push(path);
+        }
+        let index = json!({"metadata": {"total_size": total}, "weight_map": weight_map});
+        let path = dir.join("model.safetensors.index.json");
+        write_json(&path, &index)?;
+        written.push(path);
+        let stale = dir.join("model.safetensors");
+        if stale.exists() {
+            std::fs::remove_file(&stale).map_err(|e| Error::io(&stale, e))?;
+        }
+    }
+    let path = dir.join("config.json");
+    write_json(&path, &config.to_hf_json(dtype.torch_name()))?;
+    written.push(path);
+    let eos = match config.eos_token_ids.as_slice() {
+        [one] => json!(one),
+        many => json!(many),
+    };
+    let path = dir.join("generation_config.json");
+    write_json(&path, &json!({"bos_token_id": config.bos_token_id, "eos_token_id": eos}))?;
+    written.push(path);
+    Ok(written)
+}

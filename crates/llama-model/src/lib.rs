@@ -1,0 +1,36 @@
+//! `llama-model`: the Llama family of causal language models on [burn](https://burn.dev), generic
+//! over the backend (`burn-ndarray` on CPU, `burn-cuda` on GPU).
+//!
+//! - [`LlamaConfig`] reads a Hugging Face `config.json` (classic and transformers-5 layouts) and
+//!   offers presets of published shapes.
+//! - [`Llama`] is the network; its linear maps are [`Projection`]s so quantized and LoRA layers
+//!   can take their place.
+//! - [`load_pretrained`] / [`save_checkpoint`] read and write Hugging Face checkpoints
+//!   (single-file or sharded safetensors, f32/f16/bf16).
+//! - [`generate`] decodes with a [`KvCache`]; [`LlamaTokenizer`] carries the tokenizer and the
+//!   chat template; [`sequence_nll`] scores text.
+
+pub mod cache;
+pub mod checkpoint;
+pub mod config;
+pub mod error;
+pub mod generate;
+pub mod model;
+pub mod nn;
+pub mod presets;
+pub mod pretrained;
+pub mod sampling;
+pub mod score;
+pub mod tokenizer;
+
+pub use cache::KvCache;
+pub use checkpoint::{RandomSource, SafetensorsSource, SaveDtype, TensorSource, save_checkpoint};
+pub use config::{LlamaConfig, RopeScaling};
+pub use error::{Error, Result};
+pub use generate::{GenerationConfig, generate};
+pub use model::{Llama, ModelInput};
+pub use nn::linear::{DenseLinear, NamedTensor, Projection};
+pub use pretrained::load_pretrained;
+pub use sampling::{Sampler, SamplingConfig};
+pub use score::{Nll, sequence_nll};
+pub use tokenizer::{ChatTemplate, LlamaTokenizer, Message};

@@ -1,0 +1,75 @@
+//! Backend selection: `--device cpu` (burn-ndarray) or `--device cuda` (burn-cuda, behind the
+//! `cuda` cargo feature).
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use burn::prelude::Backend;
+
+/// Where the model runs.
+#[derive(Clone, Copy, Debug, Default, clap::ValueEnum)]
+pub enum DeviceArg {
+    /// CPU, burn-ndarray, f32.
+    #[default]
+    Cpu,
+    /// NVIDIA GPU through burn-cuda (build with `--features cuda`).
+    Cuda,
+}
+
+/// A job generic over the backend.
+pub trait Job {
+    /// What the job returns.
+    type Output;
+    /// Runs on backend `B`.
+    fn run<B: Backend>(self, device: B::Device) -> Result<Self::Output>;
+}
+
+/// Runs `job` on the chosen device.
+pub fn dispatch<J: Job>(device: DeviceArg, job: J) -> Result<J::Output> {
+    match device {
+        DeviceArg::Cpu => job.run::<burn_ndarray::NdArray<f32>>(burn_ndarray::NdArrayDevice::Cpu),
+        DeviceArg::Cuda => {
+            #[cfg(feature = "cuda")]
+            {
+                job.run::<burn_cuda::Cuda<f32, i32>>(burn_cuda::CudaDevice::default())
+            }
+            #[cfg(not(feature = "cuda"))]
+            {
+                let _ = job;
+                bail!("this binary was built without CUDA: run with `cargo xtask` built via `cargo run --release -p xtask --features cuda -- ...`")
+            }
+        }
+    }
+}
+
+/// The model used when no `--model` is given: a tiny random Llama-3-style checkpoint that the
+/// repository ships (test fixture). It is untrained, so its text is gibberish; it exercises the
+/// whole pipeline without any download.
+pub fn default_model_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../crates/llama-model/tests/fixtures/models/gqa_llama3_tied")
+}
+
+/// Peak resident set size of this process so far, in bytes (Linux `VmHWM`).
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Current resident set size in bytes (Linux `VmRSS`).
+pub fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// A spinner on stderr for jobs of unknown length.
+pub fn spinner(msg: &str) -> indicatif::ProgressBar {
+    let pb = indicatif::ProgressBar::new_spinner();
+    pb.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+    pb.enable_steady_tick(std::time::Duration::from_millis(120));
+    pb.set_message(msg.to_string());
+    pb
+}

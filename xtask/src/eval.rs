@@ -1,0 +1,113 @@
+//! `cargo xtask eval`: mean next-token loss and perplexity over a file of documents.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use burn::prelude::Backend;
+use llama_model::{LlamaTokenizer, Nll, load_pretrained, sequence_nll};
+
+use crate::backend::{DeviceArg, Job, default_model_dir, dispatch, spinner};
+
+/// Arguments of `eval`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Hugging Face checkpoint directory (default: the tiny model the repo ships).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// UTF-8 text (one document per non-empty line) or JSONL with a `text` field (`.jsonl`).
+    #[arg(long)]
+    data: PathBuf,
+    /// Documents longer than this many tokens are truncated (and counted on stderr).
+    #[arg(long)]
+    max_seq_len: Option<usize>,
+    /// Print exactly one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Where to run.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    device: DeviceArg,
+}
+
+/// Reads the documents of `path`: non-empty lines, or the `text` field of each JSONL record.
+pub fn read_documents(path: &Path) -> Result<Vec<String>> {
+    let file = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
+    let jsonl = path.extension().is_some_and(|e| e == "jsonl");
+    let mut docs = Vec::new();
+    for (n, line) in BufReader::new(file).lines().enumerate() {
+        let line = line.with_context(|| format!("{}:{}: not valid UTF-8 text", path.display(), n + 1))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        if jsonl {
+            let value: serde_json::Value = serde_json::from_str(&line)
+                .with_context(|| format!("{}:{}: invalid JSON", path.display(), n + 1))?;
+            match value.get("text").and_then(|t| t.as_str()) {
+                Some(text) => docs.push(text.to_string()),
+                None => bail!("{}:{}: expected an object with a string field `text`", path.display(), n + 1),
+            }
+        } else {
+            docs.push(line);
+        }
+    }
+    if docs.is_empty() {
+        bail!("{}: no documents (the file has no non-empty line)", path.display());
+    }
+    Ok(docs)
+}
+
+/// Runs the command.
+pub fn run(args: Args) -> Result<()> {
+    let device = args.device;
+    dispatch(device, args)
+}
+
+impl Job for Args {
+    type Output = ();
+    fn run<B: Backend>(self, device: B::Device) -> Result<()> {
+        let dir = self.model.clone().unwrap_or_else(default_model_dir);
+        let docs = read_documents(&self.data)?;
+        let tokenizer = LlamaTokenizer::from_dir(&dir)?;
+        let pb = spinner(&format!("loading {}", dir.display()));
+        let model = load_pretrained::<B>(&dir, &device)?;
+        pb.finish_and_clear();
+        let bos = model.config().bos_token_id.or(tokenizer.bos_token_id());
+        let max_len = self.max_seq_len.unwrap_or(model.config().max_position_embeddings);
+        let pb = indicatif::ProgressBar::new(docs.len() as u64);
+        pb.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+        pb.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} documents, {elapsed} elapsed, ETA {eta}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        let mut sum = Nll::default();
+        let mut truncated = 0usize;
+        for doc in &docs {
+            let mut ids: Vec<u32> = bos.into_iter().collect();
+            ids.extend(tokenizer.encode(doc, false)?);
+            if ids.len() > max_len {
+                ids.truncate(max_len);
+                truncated += 1;
+            }
+            let nll = sequence_nll(&model, &ids)?;
+            sum.total += nll.total;
+            sum.tokens += nll.tokens;
+            pb.inc(1);
+        }
+        pb.finish_and_clear();
+        if truncated > 0 {
+            eprintln!("{truncated} document(s) longer than {max_len} tokens were truncated");
+        }
+        if sum.tokens == 0 {
+            bail!("{}: no token to predict (every document is a single token)", self.data.display());
+        }
+        let loss = sum.mean();
+        let ppl = loss.exp();
+        if self.json {
+            let out = serde_json::json!({"documents": docs.len(), "tokens": sum.tokens, "loss": loss, "perplexity": ppl});
+            println!("{out}");
+        } else {
+            println!("documents  {}\ntokens     {}\nloss       {loss:.6}\nperplexity {ppl:.4}", docs.len(), sum.tokens);
+        }
+        Ok(())
+    }
+}

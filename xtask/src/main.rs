@@ -1,0 +1,44 @@
+//! `cargo xtask <command>`: the project's command line. Each command is a thin module over the
+//! crates' public API; heavy work runs in release mode (the alias builds with `--release`).
+
+mod backend;
+mod bench_model;
+mod eval;
+mod generate;
+mod random_model;
+
+use clap::{Parser, Subcommand};
+
+/// Fine-tune and run Llama-family models in Rust.
+#[derive(Parser)]
+#[command(name = "cargo xtask", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate text from a prompt, streaming tokens to stdout.
+    Generate(generate::Args),
+    /// Mean next-token loss and perplexity over a text or JSONL file.
+    Eval(eval::Args),
+    /// Write a checkpoint of random weights in a preset shape (for benches and tests).
+    RandomModel(random_model::Args),
+    /// Measure load peak RSS, forward tokens/s and generation tokens/s of a checkpoint.
+    BenchModel(bench_model::Args),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Generate(args) => generate::run(args),
+        Command::Eval(args) => eval::run(args),
+        Command::RandomModel(args) => random_model::run(args),
+        Command::BenchModel(args) => bench_model::run(args),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
