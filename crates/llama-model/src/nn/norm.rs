@@ -24,7 +24,8 @@ impl<B: Backend> RmsNorm<B> {
     /// - `x`: `[batch, seq, hidden]` -> `[batch, seq, hidden]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let var = x.clone().square().mean_dim(2);
-        let x = x * (var + self.eps).sqrt().recip();
+        // A true division: backends may implement `recip` with a fast approximate instruction.
+        let x = x / (var + self.eps).sqrt();
         x * self.weight.val().unsqueeze::<3>()
     }
 }
