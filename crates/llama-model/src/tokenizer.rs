@@ -37,6 +37,62 @@ fn raise_exception(msg: String) -> std::result::Result<JValue, minijinja::Error>
     Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
 }
 
+/// transformers' `strftime_now(format)`: the current local date/time, Python `strftime` codes.
+fn strftime_now(format: String) -> String {
+    chrono::Local::now().format(&format).to_string()
+}
+
+/// Python's `json.dumps(value, ensure_ascii=False, indent=indent)` (transformers' `tojson`):
+/// `", "` and `": "` separators, or newlines and `indent` spaces when given.
+fn python_json(value: &Value, indent: Option<usize>, depth: usize, out: &mut String) {
+    let newline = |out: &mut String, depth: usize| {
+        if let Some(n) = indent {
+            out.push('\n');
+            out.push_str(&" ".repeat(n * depth));
+        }
+    };
+    let sep = if indent.is_some() { "," } else { ", " };
+    match value {
+        Value::Array(items) if !items.is_empty() => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(sep);
+                }
+                newline(out, depth + 1);
+                python_json(item, indent, depth + 1, out);
+            }
+            newline(out, depth);
+            out.push(']');
+        }
+        Value::Object(map) if !map.is_empty() => {
+            out.push('{');
+            for (i, (k, v)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(sep);
+                }
+                newline(out, depth + 1);
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push_str(": ");
+                python_json(v, indent, depth + 1, out);
+            }
+            newline(out, depth);
+            out.push('}');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+fn tojson(value: JValue, kwargs: minijinja::value::Kwargs) -> std::result::Result<JValue, minijinja::Error> {
+    let indent: Option<usize> = kwargs.get("indent")?;
+    kwargs.assert_all_used()?;
+    let json = serde_json::to_value(&value)
+        .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
+    let mut out = String::new();
+    python_json(&json, indent, 0, &mut out);
+    Ok(JValue::from_safe_string(out))
+}
+
 impl ChatTemplate {
     /// Compiles `source` with the special tokens it may reference.
     pub fn new(source: &str, bos_token: &str, eos_token: &str) -> Result<Self> {
@@ -44,6 +100,8 @@ impl ChatTemplate {
         minijinja_contrib::add_to_environment(&mut env);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
+        env.add_function("strftime_now", strftime_now);
+        env.add_filter("tojson", tojson);
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
         env.add_template_owned("chat", source.to_string()).map_err(|e| Error::Template(e.to_string()))?;
@@ -191,5 +249,26 @@ impl LlamaTokenizer {
     /// The underlying `tokenizers` tokenizer.
     pub fn inner(&self) -> &tokenizers::Tokenizer {
         &self.inner
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tojson_and_strftime_follow_transformers() {
+        let t = ChatTemplate::new(
+            "{{ messages[0] | tojson }}|{{ messages[0] | tojson(indent=2) }}|{{ strftime_now('%Y') | length }}",
+            "",
+            "",
+        )
+        .unwrap();
+        let out = t.render(&[Message::new("user", "h\u{e9}<\"x\">")], false).unwrap();
+        // Python: json.dumps(m, ensure_ascii=False) keeps non-ASCII and does not HTML-escape.
+        assert_eq!(
+            out,
+            "{\"role\": \"user\", \"content\": \"h\u{e9}<\\\"x\\\">\"}|{\n  \"role\": \"user\",\n  \"content\": \"h\u{e9}<\\\"x\\\">\"\n}|4"
+        );
     }
 }
