@@ -20,13 +20,15 @@ pub enum DeviceArg {
 pub trait Job {
     /// What the job returns.
     type Output;
+    /// The device the user asked for.
+    fn device(&self) -> DeviceArg;
     /// Runs on backend `B`.
     fn run<B: Backend>(self, device: B::Device) -> Result<Self::Output>;
 }
 
-/// Runs `job` on the chosen device.
-pub fn dispatch<J: Job>(device: DeviceArg, job: J) -> Result<J::Output> {
-    match device {
+/// Runs `job` on the device it asks for.
+pub fn dispatch<J: Job>(job: J) -> Result<J::Output> {
+    match job.device() {
         DeviceArg::Cpu => job.run::<burn_ndarray::NdArray<f32>>(burn_ndarray::NdArrayDevice::Cpu),
         DeviceArg::Cuda => {
             #[cfg(feature = "cuda")]

@@ -8,7 +8,7 @@ use anyhow::Result;
 use burn::prelude::*;
 use llama_model::{GenerationConfig, ModelInput, generate, load_pretrained};
 
-use crate::backend::{DeviceArg, Job, dispatch, peak_rss_bytes, rss_bytes};
+use crate::backend::{DeviceArg, Job, peak_rss_bytes, rss_bytes};
 
 /// Arguments of `bench-model`.
 #[derive(clap::Args, Debug)]
@@ -30,19 +30,18 @@ pub struct Args {
     device: DeviceArg,
 }
 
-/// Runs the command.
-pub fn run(args: Args) -> Result<()> {
-    let device = args.device;
-    dispatch(device, args)
-}
-
 impl Job for Args {
     type Output = ();
+    fn device(&self) -> DeviceArg {
+        self.device
+    }
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
         let rss_before = rss_bytes().unwrap_or(0);
         let start = Instant::now();
+        let pb = crate::backend::spinner(&format!("loading {}", self.model.display()));
         let model = load_pretrained::<B>(&self.model, &device)?;
         B::sync(&device)?;
+        pb.finish_and_clear();
         let load_s = start.elapsed().as_secs_f64();
         let load_peak = peak_rss_bytes().unwrap_or(0);
         let rss_loaded = rss_bytes().unwrap_or(0);
@@ -55,6 +54,7 @@ impl Job for Args {
             param_bytes as f64 / 1e9
         );
         let ids: Vec<i64> = (0..self.seq_len).map(|i| (i * 7919 % (config.vocab_size - 1) + 1) as i64).collect();
+        let pb = crate::backend::spinner("measuring forward and decode speed");
         let mut times = Vec::new();
         for _ in 0..self.repeats.max(1) {
             let input = Tensor::<B, 2, Int>::from_data(TensorData::new(ids.clone(), [1, self.seq_len]), &device);
@@ -73,6 +73,7 @@ impl Job for Args {
             first_token_s.get_or_insert_with(|| t.elapsed().as_secs_f64());
         })?;
         let total_s = t.elapsed().as_secs_f64();
+        pb.finish_and_clear();
         let n = out[0].len();
         let first = first_token_s.unwrap_or(total_s);
         let decode_tps = if n > 1 { (n - 1) as f64 / (total_s - first) } else { f64::NAN };

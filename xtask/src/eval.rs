@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use burn::prelude::Backend;
 use llama_model::{LlamaTokenizer, Nll, load_pretrained, sequence_nll};
 
-use crate::backend::{DeviceArg, Job, default_model_dir, dispatch, spinner};
+use crate::backend::{DeviceArg, Job, default_model_dir, spinner};
 
 /// Arguments of `eval`.
 #[derive(clap::Args, Debug)]
@@ -56,14 +56,11 @@ pub fn read_documents(path: &Path) -> Result<Vec<String>> {
     Ok(docs)
 }
 
-/// Runs the command.
-pub fn run(args: Args) -> Result<()> {
-    let device = args.device;
-    dispatch(device, args)
-}
-
 impl Job for Args {
     type Output = ();
+    fn device(&self) -> DeviceArg {
+        self.device
+    }
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
         let dir = self.model.clone().unwrap_or_else(default_model_dir);
         let docs = read_documents(&self.data)?;

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use burn::prelude::Backend;
 use llama_model::{GenerationConfig, LlamaTokenizer, Message, SamplingConfig, generate, load_pretrained};
 
-use crate::backend::{DeviceArg, Job, default_model_dir, dispatch, spinner};
+use crate::backend::{DeviceArg, Job, default_model_dir, spinner};
 
 /// Arguments of `generate`.
 #[derive(clap::Args, Debug)]
@@ -44,14 +44,11 @@ pub struct Args {
     device: DeviceArg,
 }
 
-/// Runs the command.
-pub fn run(args: Args) -> Result<()> {
-    let device = args.device;
-    dispatch(device, args)
-}
-
 impl Job for Args {
     type Output = ();
+    fn device(&self) -> DeviceArg {
+        self.device
+    }
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
         let dir = self.model.clone().unwrap_or_else(default_model_dir);
         let tokenizer = LlamaTokenizer::from_dir(&dir)?;

@@ -32,10 +32,10 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Generate(args) => generate::run(args),
-        Command::Eval(args) => eval::run(args),
+        Command::Generate(args) => backend::dispatch(args),
+        Command::Eval(args) => backend::dispatch(args),
         Command::RandomModel(args) => random_model::run(args),
-        Command::BenchModel(args) => bench_model::run(args),
+        Command::BenchModel(args) => backend::dispatch(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

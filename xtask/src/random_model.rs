@@ -33,9 +33,12 @@ pub fn run(args: Args) -> Result<()> {
     let dtype = SaveDtype::parse(&args.dtype)?;
     let device = burn_ndarray::NdArrayDevice::Cpu;
     eprintln!("building a random {} model ({:.2}B parameters)", args.preset, config.num_parameters() as f64 / 1e9);
+    let pb = crate::backend::spinner("initialising weights");
     let model = Llama::<burn_ndarray::NdArray<f32>>::random(&config, args.seed, &device);
+    pb.set_message(format!("writing {}", args.out.display()));
     let shard = (args.shard_mb > 0).then_some(args.shard_mb * 1_000_000);
     let files = save_checkpoint(&model, &args.out, dtype, shard)?;
+    pb.finish_and_clear();
     for f in files {
         eprintln!("wrote {}", f.display());
     }
