@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use burn::prelude::Backend;
 
 /// Where the model runs.
@@ -33,12 +33,17 @@ pub fn dispatch<J: Job>(job: J) -> Result<J::Output> {
         DeviceArg::Cuda => {
             #[cfg(feature = "cuda")]
             {
+                // SAFETY: loading the driver library runs its initialisers only; it is the same
+                // library cudarc loads next.
+                if let Err(e) = unsafe { libloading::Library::new("libcuda.so.1") } {
+                    anyhow::bail!("--device cuda: the NVIDIA driver library libcuda.so.1 could not be loaded ({e}); is an NVIDIA GPU with its driver installed?");
+                }
                 job.run::<burn_cuda::Cuda<f32, i32>>(burn_cuda::CudaDevice::default())
             }
             #[cfg(not(feature = "cuda"))]
             {
                 let _ = job;
-                bail!("this binary was built without CUDA: run with `cargo xtask` built via `cargo run --release -p xtask --features cuda -- ...`")
+                anyhow::bail!("this binary was built without CUDA: run with `cargo xtask` built via `cargo run --release -p xtask --features cuda -- ...`")
             }
         }
     }

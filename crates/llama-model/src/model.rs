@@ -11,7 +11,7 @@ use crate::config::LlamaConfig;
 use crate::error::{Error, Result};
 use crate::nn::attention::Attention;
 use crate::nn::block::DecoderLayer;
-use crate::nn::linear::{DenseLinear, NamedTensor, Projection};
+use crate::nn::linear::{DenseLinear, NamedTensor, Projection, transpose_data};
 use crate::nn::mlp::Mlp;
 use crate::nn::norm::RmsNorm;
 use crate::nn::rope::RotaryEmbedding;
@@ -76,7 +76,12 @@ fn dense<B: Backend>(
     bias: bool,
     device: &B::Device,
 ) -> Result<Projection<B>> {
-    let weight = src.tensor::<B, 2>(&format!("{prefix}.weight"), shape, device)?;
+    // Checkpoints hold `[out, in]`; the layer keeps `[in, out]` (see `DenseLinear`).
+    let data = src.take(&format!("{prefix}.weight"), &shape)?;
+    let values = data.into_vec::<f32>().map_err(|e| Error::InvalidArgument(format!("{prefix}.weight: {e:?}")))?;
+    let transposed = transpose_data(&values, shape[0], shape[1]);
+    drop(values);
+    let weight = Tensor::<B, 2>::from_data(TensorData::new(transposed, [shape[1], shape[0]]), device);
     let bias = if bias {
         Some(src.tensor::<B, 1>(&format!("{prefix}.bias"), [shape[0]], device)?)
     } else {
@@ -191,9 +196,13 @@ impl<B: Backend> Llama<B> {
         match &self.lm_head {
             Some(head) => head.forward(hidden),
             None => {
+                // Tied head: `E h^T` keeps the `[vocab, hidden]` embedding as the contiguous
+                // operand (a transposed view of it would be copied on every call); only the
+                // small hidden states and the logits are transposed.
                 let [b, s, h] = hidden.dims();
                 let flat: Tensor<B, 2> = hidden.reshape([b * s, h]);
-                flat.matmul(self.embed_tokens.val().transpose()).reshape([b, s, self.config.vocab_size])
+                let logits_t = self.embed_tokens.val().matmul(flat.transpose());
+                logits_t.transpose().reshape([b, s, self.config.vocab_size])
             }
         }
     }

@@ -5,18 +5,19 @@
 use burn::module::{Module, Param};
 use burn::prelude::*;
 
-/// A dense linear layer stored in PyTorch's `[out, in]` layout, so Hugging Face weights load and
-/// save without a transpose.
+/// A dense linear layer. The weight is held as `[in_features, out_features]` (transposed once
+/// when loaded from PyTorch's `[out, in]`), so the forward is a plain row-major gemm: a
+/// transposed view would make burn-ndarray copy the whole weight on every call.
 #[derive(Module, Debug)]
 pub struct DenseLinear<B: Backend> {
-    /// Weight, shape `[out_features, in_features]`.
+    /// Weight, shape `[in_features, out_features]`.
     pub weight: Param<Tensor<B, 2>>,
     /// Optional bias, shape `[out_features]`.
     pub bias: Option<Param<Tensor<B, 1>>>,
 }
 
 impl<B: Backend> DenseLinear<B> {
-    /// Wraps existing tensors.
+    /// Wraps existing tensors; `weight` is `[in_features, out_features]`.
     pub fn new(weight: Tensor<B, 2>, bias: Option<Tensor<B, 1>>) -> Self {
         Self { weight: Param::from_tensor(weight), bias: bias.map(Param::from_tensor) }
     }
@@ -29,7 +30,7 @@ impl<B: Backend> DenseLinear<B> {
         let dims = x.dims();
         let rows: usize = dims[..D - 1].iter().product();
         let x2: Tensor<B, 2> = x.reshape([rows, dims[D - 1]]);
-        let mut y = x2.matmul(self.weight.val().transpose());
+        let mut y = x2.matmul(self.weight.val());
         if let Some(b) = &self.bias {
             y = y + b.val().unsqueeze::<2>();
         }
@@ -40,7 +41,7 @@ impl<B: Backend> DenseLinear<B> {
 
     /// `(out_features, in_features)`.
     pub fn dims(&self) -> (usize, usize) {
-        let [o, i] = self.weight.dims();
+        let [i, o] = self.weight.dims();
         (o, i)
     }
 }
@@ -75,7 +76,8 @@ impl<B: Backend> Projection<B> {
     pub fn named_tensors(&self) -> Vec<(&'static str, NamedTensor<B>)> {
         match self {
             Projection::Dense(layer) => {
-                let mut out = vec![("weight", NamedTensor::D2(layer.weight.val()))];
+                // Hugging Face stores `[out, in]`.
+                let mut out = vec![("weight", NamedTensor::D2(layer.weight.val().transpose()))];
                 if let Some(b) = &layer.bias {
                     out.push(("bias", NamedTensor::D1(b.val())));
                 }
@@ -111,4 +113,20 @@ impl<B: Backend> NamedTensor<B> {
         };
         data.iter::<f32>().collect()
     }
+}
+
+/// Transposes row-major `[rows, cols]` f32 data into `[cols, rows]`, in cache-sized tiles.
+pub fn transpose_data(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    const TILE: usize = 32;
+    let mut out = vec![0.0f32; data.len()];
+    for r0 in (0..rows).step_by(TILE) {
+        for c0 in (0..cols).step_by(TILE) {
+            for r in r0..(r0 + TILE).min(rows) {
+                for c in c0..(c0 + TILE).min(cols) {
+                    out[c * rows + r] = data[r * cols + c];
+                }
+            }
+        }
+    }
+    out
 }
