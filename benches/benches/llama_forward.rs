@@ -1,4 +1,4 @@
-//! Forward-pass and cached-decode speed of `llama-model` on the CPU backend (burn-ndarray, f32).
+//! Forward-pass and cached-decode speed of `llama-model` on the default CPU backend (burn-flex, f32).
 //!
 //! `cargo bench -p benches --bench llama_forward`
 //!
@@ -9,7 +9,7 @@ use burn::prelude::*;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use llama_model::{KvCache, Llama, LlamaConfig, ModelInput};
 
-type B = burn_ndarray::NdArray<f32>;
+type B = burn_flex::Flex;
 
 /// A Llama-3-style shape of about 30M parameters: wide enough for gemm to dominate.
 fn bench_config() -> LlamaConfig {

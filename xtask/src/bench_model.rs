@@ -39,7 +39,8 @@ impl Job for Args {
         let rss_before = rss_bytes().unwrap_or(0);
         let start = Instant::now();
         let pb = crate::backend::spinner(&format!("loading {}", self.model.display()));
-        let model = load_pretrained::<B>(&self.model, &device)?;
+        let dir = llama_model::resolve_model_dir(&self.model.to_string_lossy())?;
+        let model = load_pretrained::<B>(&dir, &device)?;
         B::sync(&device)?;
         pb.finish_and_clear();
         let load_s = start.elapsed().as_secs_f64();

@@ -5,14 +5,15 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use burn::prelude::Backend;
-use llama_model::{LlamaTokenizer, Nll, load_pretrained, sequence_nll};
+use llama_model::{LlamaTokenizer, Nll, load_pretrained, resolve_model_dir, sequence_nll};
 
 use crate::backend::{DeviceArg, Job, default_model_dir, spinner};
 
 /// Arguments of `eval`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Hugging Face checkpoint directory (default: the tiny model the repo ships).
+    /// Hugging Face checkpoint directory, or a hub id found in the local HF cache (default: the
+    /// tiny model the repo ships).
     #[arg(long)]
     model: Option<PathBuf>,
     /// UTF-8 text (one document per non-empty line) or JSONL with a `text` field (`.jsonl`).
@@ -62,7 +63,10 @@ impl Job for Args {
         self.device
     }
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
-        let dir = self.model.clone().unwrap_or_else(default_model_dir);
+        let dir = match &self.model {
+            Some(spec) => resolve_model_dir(&spec.to_string_lossy())?,
+            None => default_model_dir(),
+        };
         let docs = read_documents(&self.data)?;
         let tokenizer = LlamaTokenizer::from_dir(&dir)?;
         let pb = spinner(&format!("loading {}", dir.display()));

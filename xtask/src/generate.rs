@@ -5,14 +5,15 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use burn::prelude::Backend;
-use llama_model::{GenerationConfig, LlamaTokenizer, Message, SamplingConfig, generate, load_pretrained};
+use llama_model::{GenerationConfig, LlamaTokenizer, Message, SamplingConfig, generate, load_pretrained, resolve_model_dir};
 
 use crate::backend::{DeviceArg, Job, default_model_dir, spinner};
 
 /// Arguments of `generate`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Hugging Face checkpoint directory (default: the tiny model the repo ships).
+    /// Hugging Face checkpoint directory, or a hub id found in the local HF cache (default: the
+    /// tiny model the repo ships).
     #[arg(long)]
     model: Option<PathBuf>,
     /// The prompt.
@@ -50,7 +51,10 @@ impl Job for Args {
         self.device
     }
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
-        let dir = self.model.clone().unwrap_or_else(default_model_dir);
+        let dir = match &self.model {
+            Some(spec) => resolve_model_dir(&spec.to_string_lossy())?,
+            None => default_model_dir(),
+        };
         let tokenizer = LlamaTokenizer::from_dir(&dir)?;
         let pb = spinner(&format!("loading {}", dir.display()));
         let model = load_pretrained::<B>(&dir, &device)?;

@@ -30,7 +30,7 @@ pub use error::{Error, Result};
 pub use generate::{GenerationConfig, generate};
 pub use model::{Llama, ModelInput};
 pub use nn::linear::{DenseLinear, NamedTensor, Projection};
-pub use pretrained::load_pretrained;
+pub use pretrained::{load_pretrained, resolve_model_dir};
 pub use sampling::{Sampler, SamplingConfig};
 pub use score::{Nll, sequence_nll};
 pub use tokenizer::{ChatTemplate, LlamaTokenizer, Message};

@@ -1,6 +1,6 @@
 //! Loading a Hugging Face checkpoint directory into a [`Llama`].
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
 
@@ -22,4 +22,64 @@ pub fn load_pretrained<B: Backend>(dir: impl AsRef<Path>, device: &B::Device) ->
         src.allow_unused("lm_head.weight");
     }
     Llama::from_source(&config, &mut src as &mut dyn TensorSource, device)
+}
+
+/// The hub caches to search, in transformers' order: `$HF_HUB_CACHE`, `$HF_HOME/hub`,
+/// `~/.cache/huggingface/hub`.
+fn hub_caches() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Some(dir) = std::env::var_os("HF_HUB_CACHE") {
+        out.push(PathBuf::from(dir));
+    }
+    if let Some(home) = std::env::var_os("HF_HOME") {
+        out.push(PathBuf::from(home).join("hub"));
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        out.push(PathBuf::from(home).join(".cache/huggingface/hub"));
+    }
+    out
+}
+
+/// Resolves what a user passed as `--model`: an existing directory as is, otherwise a hub id
+/// (`org/name`, optionally `org/name@revision`) looked up in the local Hugging Face cache
+/// (`models--org--name/snapshots/<commit>` via `refs/<revision>`, default `main`). Nothing is
+/// downloaded.
+pub fn resolve_model_dir(spec: &str) -> Result<PathBuf> {
+    resolve_in(spec, &hub_caches())
+}
+
+/// [`resolve_model_dir`] against explicit cache directories.
+pub fn resolve_in(spec: &str, caches: &[PathBuf]) -> Result<PathBuf> {
+    let path = PathBuf::from(spec);
+    if path.is_dir() {
+        return Ok(path);
+    }
+    let (id, revision) = spec.split_once('@').unwrap_or((spec, "main"));
+    let looks_like_id = id.split('/').count() == 2 && !id.starts_with(['/', '.', '~']) && !id.contains("..");
+    if looks_like_id {
+        let folder = format!("models--{}", id.replace('/', "--"));
+        for cache in caches {
+            let repo = cache.join(&folder);
+            let commit = match std::fs::read_to_string(repo.join("refs").join(revision)) {
+                Ok(c) => c.trim().to_string(),
+                Err(_) => revision.to_string(),
+            };
+            let snapshot = repo.join("snapshots").join(&commit);
+            if snapshot.join("config.json").is_file() {
+                return Ok(snapshot);
+            }
+        }
+        let searched: Vec<String> = caches.iter().map(|c| c.display().to_string()).collect();
+        return Err(Error::io(
+            &path,
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!(
+                    "not a directory, and hub id `{id}` (revision {revision}) is not in the local Hugging Face cache (searched {}); download it first, e.g. `huggingface-cli download {id}`",
+                    searched.join(", ")
+                ),
+            ),
+        ));
+    }
+    Err(Error::io(&path, std::io::Error::new(std::io::ErrorKind::NotFound, "model directory not found")))
 }

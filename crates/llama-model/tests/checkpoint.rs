@@ -107,3 +107,32 @@ fn rope_frequencies_match_transformers() {
         assert!(diff < 1e-6, "{name}: inv_freq diff {diff}");
     }
 }
+
+#[test]
+fn hub_ids_resolve_through_the_local_cache() {
+    use llama_model::pretrained::resolve_in;
+    // A cache laid out as huggingface_hub writes it: refs/main -> snapshots/<commit>/files.
+    let cache = tempdir("hubcache");
+    let repo = cache.join("models--acme--tiny-llama");
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    let snap = repo.join("snapshots").join(commit);
+    std::fs::create_dir_all(&snap).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), commit).unwrap();
+    for entry in std::fs::read_dir(model_dir("mha_untied")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), snap.join(entry.file_name())).unwrap();
+    }
+    let caches = vec![std::path::PathBuf::from("/nonexistent-cache"), cache.clone()];
+    let dir = resolve_in("acme/tiny-llama", &caches).unwrap();
+    assert_eq!(dir, snap);
+    assert!(load_pretrained::<B>(&dir, &DEVICE).is_ok());
+    assert_eq!(resolve_in(&format!("acme/tiny-llama@{commit}"), &caches).unwrap(), snap);
+    // A plain directory wins; unknown ids and paths are clear errors.
+    assert_eq!(resolve_in(model_dir("bf16").to_str().unwrap(), &caches).unwrap(), model_dir("bf16"));
+    let err = resolve_in("acme/other-model", &caches).unwrap_err().to_string();
+    assert!(err.contains("acme/other-model") && err.contains("not in the local Hugging Face cache"), "{err}");
+    let err = resolve_in("/no/such/dir", &caches).unwrap_err().to_string();
+    assert!(err.contains("/no/such/dir") && err.contains("not found"), "{err}");
+    std::fs::remove_dir_all(cache).unwrap();
+}

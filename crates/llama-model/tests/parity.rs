@@ -4,41 +4,58 @@
 mod common;
 
 use burn::prelude::*;
-use common::{B, DEVICE, Expected, MODELS, fixtures, max_abs_diff, model_dir};
+use common::{Expected, MODELS, fixtures, max_abs_diff, model_dir};
 use llama_model::{GenerationConfig, LlamaTokenizer, ModelInput, generate, load_pretrained, sequence_nll};
 
 const TOL: f32 = 1e-4;
 
-fn ids_tensor(ids: Vec<i64>, shape: [usize; 2]) -> Tensor<B, 2, Int> {
-    Tensor::from_data(TensorData::new(ids, shape), &DEVICE)
+fn ids_tensor<B: Backend>(ids: Vec<i64>, shape: [usize; 2]) -> Tensor<B, 2, Int> {
+    Tensor::from_data(TensorData::new(ids, shape), &Default::default())
 }
 
-fn to_vec(t: Tensor<B, 3>) -> Vec<f32> {
+fn to_vec<B: Backend>(t: Tensor<B, 3>) -> Vec<f32> {
     t.into_data().iter::<f32>().collect()
 }
 
-#[test]
-fn logits_match_transformers() {
+/// Every check runs on both CPU backends: burn-ndarray and burn-flex.
+macro_rules! on_cpu_backends {
+    ($($name:ident => $body:ident;)*) => {
+        mod ndarray {
+            $(#[test] fn $name() { super::$body::<burn_ndarray::NdArray<f32>>(); })*
+        }
+        mod flex {
+            $(#[test] fn $name() { super::$body::<burn_flex::Flex>(); })*
+        }
+    };
+}
+
+on_cpu_backends! {
+    logits_match_transformers => logits;
+    padded_batch_matches_transformers_and_unpadded_rows => padded_batch;
+    greedy_generation_matches_transformers => greedy_generation;
+    eval_loss_matches_transformers => eval_loss;
+}
+
+fn logits<B: Backend>() {
     for name in MODELS {
-        let model = load_pretrained::<B>(model_dir(name), &DEVICE).unwrap();
+        let model = load_pretrained::<B>(model_dir(name), &Default::default()).unwrap();
         let exp = Expected::load(name);
         let shape = exp.shape("input_ids");
-        let logits = model.forward(ModelInput::new(ids_tensor(exp.i64("input_ids"), [shape[0], shape[1]])), None);
+        let logits = model.forward(ModelInput::new(ids_tensor::<B>(exp.i64("input_ids"), [shape[0], shape[1]])), None);
         let diff = max_abs_diff(&to_vec(logits), &exp.f32("logits"));
         eprintln!("{name}: max |logit diff| = {diff:e}");
         assert!(diff <= TOL, "{name}: max |logit diff| {diff} > {TOL}");
     }
 }
 
-#[test]
-fn padded_batch_matches_transformers_and_unpadded_rows() {
+fn padded_batch<B: Backend>() {
     for name in MODELS {
-        let model = load_pretrained::<B>(model_dir(name), &DEVICE).unwrap();
+        let model = load_pretrained::<B>(model_dir(name), &Default::default()).unwrap();
         let exp = Expected::load(name);
         let [b, s] = [3, 12];
         let mask = exp.i64("padded_attention_mask");
-        let input = ModelInput::new(ids_tensor(exp.i64("padded_input_ids"), [b, s]))
-            .with_mask(ids_tensor(mask.clone(), [b, s]));
+        let input = ModelInput::new(ids_tensor::<B>(exp.i64("padded_input_ids"), [b, s]))
+            .with_mask(ids_tensor::<B>(mask.clone(), [b, s]));
         // Positions are derived from the mask (not passed), as generate() would.
         let ours = to_vec(model.forward(input, None));
         let theirs = exp.f32("padded_logits");
@@ -72,10 +89,9 @@ fn gen_config(exp: &Expected) -> GenerationConfig {
     }
 }
 
-#[test]
-fn greedy_generation_matches_transformers() {
+fn greedy_generation<B: Backend>() {
     for name in MODELS {
-        let model = load_pretrained::<B>(model_dir(name), &DEVICE).unwrap();
+        let model = load_pretrained::<B>(model_dir(name), &Default::default()).unwrap();
         let exp = Expected::load(name);
         let cfg = gen_config(&exp);
         let prompt = exp.rows_u32("gen_prompt_ids");
@@ -103,12 +119,11 @@ fn greedy_generation_matches_transformers() {
     }
 }
 
-#[test]
-fn eval_loss_matches_transformers() {
+fn eval_loss<B: Backend>() {
     let text = std::fs::read_to_string(fixtures().join("eval.txt")).unwrap();
     for name in MODELS {
         let dir = model_dir(name);
-        let model = load_pretrained::<B>(&dir, &DEVICE).unwrap();
+        let model = load_pretrained::<B>(&dir, &Default::default()).unwrap();
         let tok = LlamaTokenizer::from_dir(&dir).unwrap();
         let exp = Expected::load(name);
         let bos = model.config().bos_token_id.unwrap();

@@ -115,18 +115,54 @@ impl<B: Backend> NamedTensor<B> {
     }
 }
 
-/// Transposes row-major `[rows, cols]` f32 data into `[cols, rows]`, in cache-sized tiles.
+/// Transposes row-major `[rows, cols]` f32 data into `[cols, rows]`: cache-sized tiles, output
+/// written contiguously, columns split across the available cores.
 pub fn transpose_data(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     const TILE: usize = 32;
+    assert_eq!(data.len(), rows * cols, "transpose_data: length is not rows * cols");
     let mut out = vec![0.0f32; data.len()];
-    for r0 in (0..rows).step_by(TILE) {
-        for c0 in (0..cols).step_by(TILE) {
-            for r in r0..(r0 + TILE).min(rows) {
-                for c in c0..(c0 + TILE).min(cols) {
-                    out[c * rows + r] = data[r * cols + c];
+    if rows == 0 || cols == 0 {
+        return out;
+    }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(cols.div_ceil(TILE));
+    let cols_per = cols.div_ceil(threads).div_ceil(TILE) * TILE;
+    std::thread::scope(|scope| {
+        for (t, chunk) in out.chunks_mut(cols_per * rows).enumerate() {
+            scope.spawn(move || {
+                let first = t * cols_per;
+                let ncols = chunk.len() / rows;
+                for c0 in (0..ncols).step_by(TILE) {
+                    let c1 = (c0 + TILE).min(ncols);
+                    for r0 in (0..rows).step_by(TILE) {
+                        let r1 = (r0 + TILE).min(rows);
+                        for c in c0..c1 {
+                            let dst = &mut chunk[c * rows + r0..c * rows + r1];
+                            for (i, d) in dst.iter_mut().enumerate() {
+                                *d = data[(r0 + i) * cols + first + c];
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::transpose_data;
+
+    #[test]
+    fn transpose_matches_naive_on_ragged_shapes() {
+        for (rows, cols) in [(1, 1), (3, 70), (65, 33), (100, 1), (1, 100)] {
+            let data: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
+            let out = transpose_data(&data, rows, cols);
+            for r in 0..rows {
+                for c in 0..cols {
+                    assert_eq!(out[c * rows + r], data[r * cols + c]);
                 }
             }
         }
     }
-    out
 }
