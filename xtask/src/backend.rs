@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use burn::prelude::Backend;
+use llama_model::QuantBackend;
 
 /// Where the model runs.
 #[derive(Clone, Copy, Debug, Default, clap::ValueEnum)]
@@ -26,7 +26,7 @@ pub trait Job {
     /// The device the user asked for.
     fn device(&self) -> DeviceArg;
     /// Runs on backend `B`.
-    fn run<B: Backend>(self, device: B::Device) -> Result<Self::Output>;
+    fn run<B: QuantBackend>(self, device: B::Device) -> Result<Self::Output>;
 }
 
 /// Runs `job` on the device it asks for.

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use llama_model::QuantBackend;
 use anyhow::Result;
 use burn::prelude::*;
 use llama_model::{GenerationConfig, ModelInput, generate, load_pretrained};
@@ -35,7 +36,7 @@ impl Job for Args {
     fn device(&self) -> DeviceArg {
         self.device
     }
-    fn run<B: Backend>(self, device: B::Device) -> Result<()> {
+    fn run<B: QuantBackend>(self, device: B::Device) -> Result<()> {
         let rss_before = rss_bytes().unwrap_or(0);
         let start = Instant::now();
         let pb = crate::backend::spinner(&format!("loading {}", self.model.display()));

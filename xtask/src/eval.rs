@@ -4,7 +4,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use burn::prelude::Backend;
+use llama_model::QuantBackend;
 use llama_model::{LlamaTokenizer, Nll, load_pretrained, resolve_model_dir, sequence_nll};
 
 use crate::backend::{DeviceArg, Job, default_model_dir, spinner};
@@ -62,7 +62,7 @@ impl Job for Args {
     fn device(&self) -> DeviceArg {
         self.device
     }
-    fn run<B: Backend>(self, device: B::Device) -> Result<()> {
+    fn run<B: QuantBackend>(self, device: B::Device) -> Result<()> {
         let dir = match &self.model {
             Some(spec) => resolve_model_dir(&spec.to_string_lossy())?,
             None => default_model_dir(),

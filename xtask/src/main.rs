@@ -5,6 +5,7 @@ mod backend;
 mod bench_model;
 mod eval;
 mod generate;
+mod quantize;
 mod random_model;
 
 use clap::{Parser, Subcommand};
@@ -25,6 +26,8 @@ enum Command {
     Eval(eval::Args),
     /// Write a checkpoint of random weights in a preset shape (for benches and tests).
     RandomModel(random_model::Args),
+    /// Quantize a float checkpoint to NF4 / FP4 / LLM.int8 (bitsandbytes layout transformers loads).
+    Quantize(quantize::Args),
     /// Measure load peak RSS, forward tokens/s and generation tokens/s of a checkpoint.
     BenchModel(bench_model::Args),
 }
@@ -36,6 +39,7 @@ fn main() {
         Command::Eval(args) => backend::dispatch(args),
         Command::RandomModel(args) => random_model::run(args),
         Command::BenchModel(args) => backend::dispatch(args),
+        Command::Quantize(args) => quantize::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -64,6 +64,8 @@ pub struct LlamaConfig {
     pub mlp_bias: bool,
     /// The dtype the checkpoint was saved in (`"float32"`, `"bfloat16"`, ...), if stated.
     pub torch_dtype: Option<String>,
+    /// `quantization_config` of a bitsandbytes checkpoint (4-bit or LLM.int8), if any.
+    pub quantization: Option<quant::BnbConfig>,
 }
 
 #[derive(Deserialize)]
@@ -89,6 +91,7 @@ struct RawConfig {
     torch_dtype: Option<String>,
     dtype: Option<String>,
     hidden_act: Option<String>,
+    quantization_config: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -210,6 +213,10 @@ impl LlamaConfig {
             attention_bias: raw.attention_bias.unwrap_or(false),
             mlp_bias: raw.mlp_bias.unwrap_or(false),
             torch_dtype: raw.dtype.or(raw.torch_dtype),
+            quantization: match &raw.quantization_config {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(quant::BnbConfig::from_json(v).map_err(|e| err(e.to_string()))?),
+            },
         };
         if cfg.hidden_size == 0 || cfg.vocab_size == 0 || cfg.intermediate_size == 0 {
             return Err(err("hidden_size, intermediate_size and vocab_size must be positive".into()));
@@ -220,6 +227,14 @@ impl LlamaConfig {
     /// The `config.json` a Hugging Face checkpoint of this model carries, in the classic layout
     /// that every transformers version reads. `dtype` is the dtype of the saved weights.
     pub fn to_hf_json(&self, dtype: &str) -> Value {
+        let mut v = self.to_hf_json_float(dtype);
+        if let (Some(q), Value::Object(map)) = (&self.quantization, &mut v) {
+            map.insert("quantization_config".into(), q.to_json());
+        }
+        v
+    }
+
+    fn to_hf_json_float(&self, dtype: &str) -> Value {
         let rope_scaling = match self.rope_scaling {
             RopeScaling::None => Value::Null,
             RopeScaling::Llama3 {

@@ -3,6 +3,8 @@
 
 use burn::prelude::*;
 
+use quant::QuantBackend;
+
 use crate::cache::KvCache;
 use crate::error::{Error, Result};
 use crate::model::{Llama, ModelInput};
@@ -33,7 +35,7 @@ impl Default for GenerationConfig {
 ///
 /// # Shapes
 /// - `prompts`: `batch` token lists of any lengths (left-padded internally)
-pub fn generate<B: Backend>(
+pub fn generate<B: QuantBackend>(
     model: &Llama<B>,
     prompts: &[Vec<u32>],
     config: &GenerationConfig,

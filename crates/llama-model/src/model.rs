@@ -5,13 +5,16 @@ use burn::module::{Module, Param};
 use burn::prelude::*;
 use burn::tensor::module::embedding;
 
+use quant::QuantBackend;
+
 use crate::cache::KvCache;
 use crate::checkpoint::TensorSource;
 use crate::config::LlamaConfig;
 use crate::error::{Error, Result};
 use crate::nn::attention::Attention;
 use crate::nn::block::DecoderLayer;
-use crate::nn::linear::{DenseLinear, NamedTensor, Projection, transpose_data};
+use crate::nn::linear::{NamedTensor, Projection};
+use crate::quantize::{QuantizeOptions, load_projection};
 use crate::nn::mlp::Mlp;
 use crate::nn::norm::RmsNorm;
 use crate::nn::rope::RotaryEmbedding;
@@ -69,32 +72,28 @@ impl<B: Backend> ModelInput<B> {
     }
 }
 
-fn dense<B: Backend>(
-    src: &mut dyn TensorSource,
-    prefix: &str,
-    shape: [usize; 2],
-    bias: bool,
-    device: &B::Device,
-) -> Result<Projection<B>> {
-    // Checkpoints hold `[out, in]`; the layer keeps `[in, out]` (see `DenseLinear`).
-    let data = src.take(&format!("{prefix}.weight"), &shape)?;
-    let values = data.into_vec::<f32>().map_err(|e| Error::InvalidArgument(format!("{prefix}.weight: {e:?}")))?;
-    let transposed = transpose_data(&values, shape[0], shape[1]);
-    drop(values);
-    let weight = Tensor::<B, 2>::from_data(TensorData::new(transposed, [shape[1], shape[0]]), device);
-    let bias = if bias {
-        Some(src.tensor::<B, 1>(&format!("{prefix}.bias"), [shape[0]], device)?)
-    } else {
-        None
-    };
-    Ok(Projection::Dense(DenseLinear::new(weight, bias)))
-}
-
-impl<B: Backend> Llama<B> {
+impl<B: QuantBackend> Llama<B> {
     /// Builds the model tensor by tensor from `src` (a checkpoint or a random initialiser),
     /// so at most one source tensor is held in host memory beside the model.
     pub fn from_source(config: &LlamaConfig, src: &mut dyn TensorSource, device: &B::Device) -> Result<Self> {
+        Self::from_source_quantized(config, src, None, device)
+    }
+
+    /// [`Llama::from_source`], quantizing float projections as they are read when `quantize` is
+    /// given (projections a bitsandbytes checkpoint already stores quantized load as they are).
+    pub fn from_source_quantized(
+        config: &LlamaConfig,
+        src: &mut dyn TensorSource,
+        quantize: Option<&QuantizeOptions>,
+        device: &B::Device,
+    ) -> Result<Self> {
+        if let Some(q) = quantize {
+            q.validate()?;
+        }
         let c = config;
+        let dense = |src: &mut dyn TensorSource, prefix: &str, shape: [usize; 2], bias: bool, device: &B::Device| {
+            load_projection::<B>(src, c, prefix, shape, bias, quantize, device)
+        };
         let (hd, h, i) = (c.head_dim, c.hidden_size, c.intermediate_size);
         let (q, kv) = (c.num_attention_heads * hd, c.num_key_value_heads * hd);
         let embed_tokens = src.tensor::<B, 2>("model.embed_tokens.weight", [c.vocab_size, h], device)?;
@@ -131,13 +130,17 @@ impl<B: Backend> Llama<B> {
             Some(dense(src, "lm_head", [c.vocab_size, h], false, device)?)
         };
         src.finish()?;
+        let mut config = c.clone();
+        if let Some(q) = quantize {
+            config.quantization = Some(q.bnb_config());
+        }
         Ok(Self {
             embed_tokens: Param::from_tensor(embed_tokens),
             layers,
             norm,
             lm_head,
             rope: RotaryEmbedding::new(c),
-            config: c.clone(),
+            config,
         })
     }
 

@@ -22,6 +22,7 @@ fn llama2(hidden: usize, inter: usize, layers: usize, heads: usize) -> LlamaConf
         attention_bias: false,
         mlp_bias: false,
         torch_dtype: Some("float16".into()),
+        quantization: None,
     }
 }
 
@@ -56,6 +57,7 @@ fn llama3(
         attention_bias: false,
         mlp_bias: false,
         torch_dtype: Some("bfloat16".into()),
+        quantization: None,
     }
 }
 

@@ -2,16 +2,18 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::prelude::*;
+
+use quant::QuantBackend;
 
 use crate::checkpoint::{SafetensorsSource, TensorSource};
 use crate::config::LlamaConfig;
 use crate::error::{Error, Result};
 use crate::model::Llama;
+use crate::quantize::QuantizeOptions;
 
 /// Loads `config.json` and the safetensors weights of `dir` onto `device`, converting every
 /// tensor to the compute dtype on the way.
-pub fn load_pretrained<B: Backend>(dir: impl AsRef<Path>, device: &B::Device) -> Result<Llama<B>> {
+pub fn load_pretrained<B: QuantBackend>(dir: impl AsRef<Path>, device: &B::Device) -> Result<Llama<B>> {
     let dir = dir.as_ref();
     if !dir.is_dir() {
         return Err(Error::io(dir, std::io::Error::new(std::io::ErrorKind::NotFound, "model directory not found")));
@@ -22,6 +24,31 @@ pub fn load_pretrained<B: Backend>(dir: impl AsRef<Path>, device: &B::Device) ->
         src.allow_unused("lm_head.weight");
     }
     Llama::from_source(&config, &mut src as &mut dyn TensorSource, device)
+}
+
+/// [`load_pretrained`], quantizing every float projection that `options` selects while it loads:
+/// peak memory is the quantized model plus one float weight, never the float model.
+pub fn load_pretrained_quantized<B: QuantBackend>(
+    dir: impl AsRef<Path>,
+    options: &QuantizeOptions,
+    device: &B::Device,
+) -> Result<Llama<B>> {
+    let dir = dir.as_ref();
+    if !dir.is_dir() {
+        return Err(Error::io(dir, std::io::Error::new(std::io::ErrorKind::NotFound, "model directory not found")));
+    }
+    let config = LlamaConfig::from_file(dir.join("config.json"))?;
+    if config.quantization.is_some() {
+        return Err(Error::Config {
+            path: dir.join("config.json"),
+            message: "this checkpoint is already quantized (quantization_config); load it as it is".into(),
+        });
+    }
+    let mut src = SafetensorsSource::open(dir)?;
+    if config.tie_word_embeddings {
+        src.allow_unused("lm_head.weight");
+    }
+    Llama::from_source_quantized(&config, &mut src as &mut dyn TensorSource, Some(options), device)
 }
 
 /// The hub caches to search, in transformers' order: `$HF_HUB_CACHE`, `$HF_HOME/hub`,

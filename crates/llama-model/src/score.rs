@@ -3,6 +3,8 @@
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 
+use quant::QuantBackend;
+
 use crate::error::{Error, Result};
 use crate::model::{Llama, ModelInput};
 
@@ -23,7 +25,7 @@ impl Nll {
 }
 
 /// Scores one sequence: every token but the first is predicted from its prefix.
-pub fn sequence_nll<B: Backend>(model: &Llama<B>, ids: &[u32]) -> Result<Nll> {
+pub fn sequence_nll<B: QuantBackend>(model: &Llama<B>, ids: &[u32]) -> Result<Nll> {
     model.check_ids(ids, 0)?;
     if ids.len() < 2 {
         return Ok(Nll::default());

@@ -9,11 +9,11 @@ use llama_model::{GenerationConfig, LlamaTokenizer, ModelInput, generate, load_p
 
 const TOL: f32 = 1e-4;
 
-fn ids_tensor<B: Backend>(ids: Vec<i64>, shape: [usize; 2]) -> Tensor<B, 2, Int> {
+fn ids_tensor<B: llama_model::QuantBackend>(ids: Vec<i64>, shape: [usize; 2]) -> Tensor<B, 2, Int> {
     Tensor::from_data(TensorData::new(ids, shape), &Default::default())
 }
 
-fn to_vec<B: Backend>(t: Tensor<B, 3>) -> Vec<f32> {
+fn to_vec<B: llama_model::QuantBackend>(t: Tensor<B, 3>) -> Vec<f32> {
     t.into_data().iter::<f32>().collect()
 }
 
@@ -36,7 +36,7 @@ on_cpu_backends! {
     eval_loss_matches_transformers => eval_loss;
 }
 
-fn logits<B: Backend>() {
+fn logits<B: llama_model::QuantBackend>() {
     for name in MODELS {
         let model = load_pretrained::<B>(model_dir(name), &Default::default()).unwrap();
         let exp = Expected::load(name);
@@ -48,7 +48,7 @@ fn logits<B: Backend>() {
     }
 }
 
-fn padded_batch<B: Backend>() {
+fn padded_batch<B: llama_model::QuantBackend>() {
     for name in MODELS {
         let model = load_pretrained::<B>(model_dir(name), &Default::default()).unwrap();
         let exp = Expected::load(name);
@@ -89,7 +89,7 @@ fn gen_config(exp: &Expected) -> GenerationConfig {
     }
 }
 
-fn greedy_generation<B: Backend>() {
+fn greedy_generation<B: llama_model::QuantBackend>() {
     for name in MODELS {
         let model = load_pretrained::<B>(model_dir(name), &Default::default()).unwrap();
         let exp = Expected::load(name);
@@ -119,7 +119,7 @@ fn greedy_generation<B: Backend>() {
     }
 }
 
-fn eval_loss<B: Backend>() {
+fn eval_loss<B: llama_model::QuantBackend>() {
     let text = std::fs::read_to_string(fixtures().join("eval.txt")).unwrap();
     for name in MODELS {
         let dir = model_dir(name);

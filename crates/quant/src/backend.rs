@@ -97,8 +97,8 @@ impl QuantBackend for burn_ndarray::NdArray<f32> {
     }
 }
 
-#[cfg(feature = "cuda")]
-impl QuantBackend for burn_cuda::Cuda<f32, i32> {}
+// CUDA (`burn_cuda::Cuda`, fused or not): CubeCL kernels for `CubeBackend<R, ..>` and a custom
+// fusion operation for `Fusion<B>`, in `cuda.rs`.
 
 /// Backward step of [`QuantBackend::quant_matmul`] under autodiff: its state is the quantized
 /// weight only (packed codes and scales, shared, not copied); the dense weight is rebuilt here.

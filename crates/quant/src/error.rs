@@ -20,4 +20,12 @@ pub enum Error {
     /// Buffers whose sizes disagree (packed codes vs shape, absmax vs block count, ...).
     #[error("{0}")]
     Shape(String),
+    /// A stored tensor or setting that does not describe a valid quantized weight.
+    #[error("`{key}`: {message}")]
+    Checkpoint {
+        /// The checkpoint key (or config field) at fault.
+        key: String,
+        /// What is wrong and what was expected.
+        message: String,
+    },
 }

@@ -44,7 +44,10 @@ pub fn int8_vectorwise_quant(a: &[f32], rows: usize, cols: usize, threshold: f32
         let kept = |v: f32| if is_outlier(v) { 0.0 } else { v };
         let stat = row.iter().fold(0.0f32, |m, &v| m.max(kept(v).abs()));
         scb.push(stat);
-        let scale = 127.0f32 / stat;
+        // `127.0 / row_stats` in PyTorch is `row_stats.reciprocal() * 127.0` (Tensor.__rtruediv__):
+        // two roundings, which decides x.5 ties (a plain division gave 2 codes off by one on a
+        // 160x64 weight).
+        let scale = (1.0f32 / stat) * 127.0f32;
         for (o, &v) in cb[r * cols..(r + 1) * cols].iter_mut().zip(row) {
             // torch.round rounds half to even; `as i8` saturates.
             *o = (kept(v) * scale).round_ties_even() as i8;

@@ -11,8 +11,11 @@
 
 pub mod backend;
 pub mod blockwise4;
+pub mod bnb;
 pub mod blockwise8;
 pub mod codebook;
+#[cfg(feature = "cuda")]
+mod cuda;
 pub mod error;
 pub mod host;
 pub mod int8;
@@ -26,3 +29,4 @@ pub use error::{Error, Result};
 pub use int8::{Int8Rows, int8_vectorwise_dequant, int8_vectorwise_quant};
 pub use backend::{QuantBackend, dequantize_on_host};
 pub use layer::{DeviceAbsmax, HostWeight, Meta4, NestedDevice, QuantLinear, QuantWeight, Weight4, WeightInt8};
+pub use bnb::{BnbConfig, BnbMethod, QuantState4, RawTensor};

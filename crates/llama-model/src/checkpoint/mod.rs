@@ -18,6 +18,18 @@ pub use writer::{SaveDtype, save_checkpoint};
 pub trait TensorSource {
     /// The tensor stored under `key` as f32 data of exactly `shape`.
     fn take(&mut self, key: &str, shape: &[usize]) -> Result<TensorData>;
+    /// Whether the source stores `key` (quantized checkpoints are recognised by their keys).
+    fn contains(&self, _key: &str) -> bool {
+        false
+    }
+    /// The tensor under `key` as stored (dtype, shape, bytes), or `None` when absent.
+    fn take_raw(&mut self, _key: &str) -> Result<Option<quant::RawTensor>> {
+        Ok(None)
+    }
+    /// The file that holds `key` (or the checkpoint directory), for error messages.
+    fn location(&self, _key: &str) -> std::path::PathBuf {
+        std::path::PathBuf::from("<generated weights>")
+    }
     /// Called after the last tensor; fails if the source holds tensors nobody asked for.
     fn finish(&mut self) -> Result<()> {
         Ok(())

@@ -170,6 +170,33 @@ impl TensorSource for SafetensorsSource {
         Ok(TensorData::new(values, shape.to_vec()))
     }
 
+    fn contains(&self, key: &str) -> bool {
+        self.entries.contains_key(key)
+    }
+
+    fn take_raw(&mut self, key: &str) -> Result<Option<quant::RawTensor>> {
+        let Some(entry) = self.entries.get(key) else { return Ok(None) };
+        let shard = &self.shards[entry.file];
+        let raw = quant::RawTensor {
+            dtype: entry.dtype,
+            shape: entry.shape.clone(),
+            bytes: shard.mmap[entry.start..entry.end].to_vec(),
+        };
+        // SAFETY: as in `take`: only lowers the resident size of a private read-only map.
+        unsafe {
+            let _ = shard.mmap.unchecked_advise_range(UncheckedAdvice::DontNeed, entry.start, entry.end - entry.start);
+        }
+        self.used.insert(key.to_string());
+        Ok(Some(raw))
+    }
+
+    fn location(&self, key: &str) -> PathBuf {
+        match self.entries.get(key) {
+            Some(e) => self.shards[e.file].path.clone(),
+            None => self.dir.clone(),
+        }
+    }
+
     fn finish(&mut self) -> Result<()> {
         let mut unused: Vec<&String> = self
             .entries

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use burn::prelude::*;
 use serde_json::{Value, json};
 
+use quant::QuantBackend;
+
 use crate::error::{Error, Result};
 use crate::model::Llama;
 use crate::nn::linear::NamedTensor;
@@ -93,17 +95,65 @@ fn write_json(path: &Path, value: &Value) -> Result<()> {
     write_atomic(path, |w| w.write_all(text.as_bytes()))
 }
 
+/// One tensor to write: float values converted to the save dtype, or stored bytes as they are
+/// (quantized weights and their statistics).
+enum Item<B: Backend> {
+    Float(NamedTensor<B>),
+    Raw(quant::RawTensor),
+}
+
+impl<B: Backend> Item<B> {
+    fn shape(&self) -> Vec<usize> {
+        match self {
+            Item::Float(t) => t.shape(),
+            Item::Raw(r) => r.shape.clone(),
+        }
+    }
+    fn bytes(&self, dtype: SaveDtype) -> usize {
+        match self {
+            Item::Float(t) => t.shape().iter().product::<usize>() * dtype.size(),
+            Item::Raw(r) => r.bytes.len(),
+        }
+    }
+    fn dtype_name(&self, dtype: SaveDtype) -> String {
+        match self {
+            Item::Float(_) => dtype.safetensors_name().to_string(),
+            Item::Raw(r) => format!("{:?}", r.dtype),
+        }
+    }
+}
+
+/// Expands quantized weights into bitsandbytes' keys (`P.weight`, `P.weight.absmax`, ...).
+fn expand<B: Backend>(tensors: Vec<(String, NamedTensor<B>)>, state_dtype: &str) -> Result<Vec<(String, Item<B>)>> {
+    let mut out = Vec::with_capacity(tensors.len());
+    for (name, t) in tensors {
+        let NamedTensor::Quant(w) = t else {
+            out.push((name, Item::Float(t)));
+            continue;
+        };
+        let prefix = name.strip_suffix(".weight").unwrap_or(&name).to_string();
+        let host = w.to_host().map_err(|e| Error::InvalidArgument(format!("{name}: {e}")))?;
+        let parts = match &host {
+            quant::HostWeight::Four { q, out_features, in_features } => {
+                quant::bnb::write_4bit(q, [*out_features, *in_features], state_dtype)
+            }
+            quant::HostWeight::Int8 { q, .. } => quant::bnb::write_int8(q),
+        };
+        out.extend(parts.into_iter().map(|(suffix, raw)| (format!("{prefix}.{suffix}"), Item::Raw(raw))));
+    }
+    Ok(out)
+}
+
 /// Writes one safetensors file holding `tensors`, streaming their data.
-fn write_safetensors<B: Backend>(path: &Path, tensors: &[(String, NamedTensor<B>)], dtype: SaveDtype) -> Result<()> {
+fn write_safetensors<B: Backend>(path: &Path, tensors: &[(String, Item<B>)], dtype: SaveDtype) -> Result<()> {
     let mut header = serde_json::Map::new();
     header.insert("__metadata__".into(), json!({"format": "pt"}));
     let mut offset = 0usize;
     for (name, t) in tensors {
-        let shape = t.shape();
-        let len = shape.iter().product::<usize>() * dtype.size();
+        let len = t.bytes(dtype);
         header.insert(
             name.clone(),
-            json!({"dtype": dtype.safetensors_name(), "shape": shape, "data_offsets": [offset, offset + len]}),
+            json!({"dtype": t.dtype_name(dtype), "shape": t.shape(), "data_offsets": [offset, offset + len]}),
         );
         offset += len;
     }
@@ -117,8 +167,13 @@ fn write_safetensors<B: Backend>(path: &Path, tensors: &[(String, NamedTensor<B>
         w.write_all(&header)?;
         let mut buf = Vec::new();
         for (_, t) in tensors {
-            dtype.encode(&t.to_f32_vec(), &mut buf);
-            w.write_all(&buf)?;
+            match t {
+                Item::Float(t) => {
+                    dtype.encode(&t.to_f32_vec(), &mut buf);
+                    w.write_all(&buf)?;
+                }
+                Item::Raw(r) => w.write_all(&r.bytes)?,
+            }
         }
         Ok(())
     })
@@ -126,7 +181,7 @@ fn write_safetensors<B: Backend>(path: &Path, tensors: &[(String, NamedTensor<B>
 
 /// Saves `model` as a Hugging Face checkpoint in `dir` (created if needed). Shards are cut at
 /// `max_shard_bytes` (`None` = one file).
-pub fn save_checkpoint<B: Backend>(
+pub fn save_checkpoint<B: QuantBackend>(
     model: &Llama<B>,
     dir: impl AsRef<Path>,
     dtype: SaveDtype,
@@ -135,12 +190,13 @@ pub fn save_checkpoint<B: Backend>(
     let dir = dir.as_ref();
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let config = model.config();
-    let tensors = model.named_tensors();
+    let state_dtype = config.quantization.as_ref().map_or("float32", |q| q.compute_dtype.as_str());
+    let tensors = expand(model.named_tensors(), state_dtype)?;
     let limit = max_shard_bytes.unwrap_or(usize::MAX);
-    let mut shards: Vec<Vec<(String, NamedTensor<B>)>> = vec![Vec::new()];
+    let mut shards: Vec<Vec<(String, Item<B>)>> = vec![Vec::new()];
     let mut size = 0usize;
     for (name, t) in tensors {
-        let bytes = t.shape().iter().product::<usize>() * dtype.size();
+        let bytes = t.bytes(dtype);
         if size > 0 && size + bytes > limit {
             shards.push(Vec::new());
             size = 0;
@@ -165,7 +221,7 @@ pub fn save_checkpoint<B: Backend>(
             let name = format!("model-{:05}-of-{:05}.safetensors", i + 1, n);
             for (key, t) in shard {
                 weight_map.insert(key.clone(), name.clone());
-                total += t.shape().iter().product::<usize>() * dtype.size();
+                total += t.bytes(dtype);
             }
             let path = dir.join(&name);
             write_safetensors(&path, shard, dtype)?;

@@ -4,6 +4,8 @@ use burn::module::Module;
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 
+use quant::QuantBackend;
+
 use super::linear::Projection;
 use super::rope::apply_rotary;
 use crate::cache::LayerCache;
@@ -27,7 +29,7 @@ pub struct Attention<B: Backend> {
     pub head_dim: usize,
 }
 
-impl<B: Backend> Attention<B> {
+impl<B: QuantBackend> Attention<B> {
     /// Attends over the cached keys (if any) and the new tokens.
     ///
     /// # Shapes

@@ -3,6 +3,8 @@
 use burn::module::Module;
 use burn::prelude::*;
 
+use quant::QuantBackend;
+
 use super::attention::Attention;
 use super::mlp::Mlp;
 use super::norm::RmsNorm;
@@ -21,7 +23,7 @@ pub struct DecoderLayer<B: Backend> {
     pub post_attention_layernorm: RmsNorm<B>,
 }
 
-impl<B: Backend> DecoderLayer<B> {
+impl<B: QuantBackend> DecoderLayer<B> {
     /// # Shapes
     /// - `x`: `[batch, seq, hidden]` -> `[batch, seq, hidden]`; see [`Attention::forward`].
     pub fn forward(

@@ -4,6 +4,7 @@
 
 use burn::module::{Module, Param};
 use burn::prelude::*;
+use quant::{QuantBackend, QuantLinear, QuantWeight};
 
 /// A dense linear layer. The weight is held as `[in_features, out_features]` (transposed once
 /// when loaded from PyTorch's `[out, in]`), so the forward is a plain row-major gemm: a
@@ -52,9 +53,11 @@ impl<B: Backend> DenseLinear<B> {
 pub enum Projection<B: Backend> {
     /// Dense float weights.
     Dense(DenseLinear<B>),
+    /// Frozen NF4 / FP4 / LLM.int8 weights (bitsandbytes layout), dequantized per call.
+    Quant(QuantLinear<B>),
 }
 
-impl<B: Backend> Projection<B> {
+impl<B: QuantBackend> Projection<B> {
     /// Applies the projection.
     ///
     /// # Shapes
@@ -62,13 +65,17 @@ impl<B: Backend> Projection<B> {
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         match self {
             Projection::Dense(layer) => layer.forward(x),
+            Projection::Quant(layer) => layer.forward(x),
         }
     }
+}
 
+impl<B: Backend> Projection<B> {
     /// `(out_features, in_features)`.
     pub fn dims(&self) -> (usize, usize) {
         match self {
             Projection::Dense(layer) => layer.dims(),
+            Projection::Quant(layer) => layer.dims(),
         }
     }
 
@@ -83,6 +90,13 @@ impl<B: Backend> Projection<B> {
                 }
                 out
             }
+            Projection::Quant(layer) => {
+                let mut out = vec![("weight", NamedTensor::Quant(layer.weight.clone()))];
+                if let Some(b) = &layer.bias {
+                    out.push(("bias", NamedTensor::D1(b.clone())));
+                }
+                out
+            }
         }
     }
 }
@@ -94,6 +108,8 @@ pub enum NamedTensor<B: Backend> {
     D1(Tensor<B, 1>),
     /// A matrix (projection or embedding).
     D2(Tensor<B, 2>),
+    /// A quantized weight, saved under bitsandbytes' keys (`weight`, `weight.absmax`, ...).
+    Quant(QuantWeight<B>),
 }
 
 impl<B: Backend> NamedTensor<B> {
@@ -102,14 +118,19 @@ impl<B: Backend> NamedTensor<B> {
         match self {
             NamedTensor::D1(t) => t.dims().to_vec(),
             NamedTensor::D2(t) => t.dims().to_vec(),
+            NamedTensor::Quant(w) => {
+                let (o, i) = w.dims();
+                vec![o, i]
+            }
         }
     }
 
-    /// The values as f32, row-major.
+    /// The values as f32, row-major (a quantized weight is dequantized).
     pub fn to_f32_vec(&self) -> Vec<f32> {
         let data = match self {
             NamedTensor::D1(t) => t.to_data(),
             NamedTensor::D2(t) => t.to_data(),
+            NamedTensor::Quant(w) => w.dequantize_generic().to_data(),
         };
         data.iter::<f32>().collect()
     }

@@ -4,6 +4,8 @@ use burn::module::Module;
 use burn::prelude::*;
 use burn::tensor::activation::silu;
 
+use quant::QuantBackend;
+
 use super::linear::Projection;
 
 /// `down_proj(silu(gate_proj(x)) * up_proj(x))`.
@@ -17,7 +19,7 @@ pub struct Mlp<B: Backend> {
     pub down_proj: Projection<B>,
 }
 
-impl<B: Backend> Mlp<B> {
+impl<B: QuantBackend> Mlp<B> {
     /// # Shapes
     /// - `x`: `[batch, seq, hidden]` -> `[batch, seq, hidden]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {

@@ -1,0 +1,171 @@
+//! `cargo xtask quantize`: a float checkpoint to NF4 / FP4 / LLM.int8 in the layout transformers +
+//! bitsandbytes write, streaming one weight at a time, with an optional per-tensor quality report.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use llama_model::quant::{BnbMethod, QuantType};
+use llama_model::{
+    Llama, LlamaConfig, Projection, QuantBackend, QuantizeOptions, SafetensorsSource, SaveDtype, TensorSource,
+    load_pretrained_quantized, resolve_model_dir, save_checkpoint,
+};
+
+use crate::backend::{peak_rss_bytes, spinner};
+
+/// Arguments of `quantize`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Float checkpoint directory (or hub id in the local HF cache).
+    #[arg(long)]
+    model: String,
+    /// nf4, fp4 or int8 (LLM.int8).
+    #[arg(long, default_value = "nf4")]
+    method: String,
+    /// Double quantization of the 4-bit absmax values (QLoRA's setting; ~0.37 bits/param less).
+    #[arg(long)]
+    double_quant: bool,
+    /// Elements per 4-bit block: a power of two from 32 to 4096.
+    #[arg(long, default_value_t = 64)]
+    blocksize: usize,
+    /// Compute dtype recorded for transformers: f32, bf16 or f16.
+    #[arg(long, default_value = "f32")]
+    compute_dtype: String,
+    /// Dtype of the tensors kept in float (embeddings, norms, lm_head): f32, bf16, f16
+    /// (default: the checkpoint's own dtype).
+    #[arg(long)]
+    dtype: Option<String>,
+    /// Comma-separated module names kept in float (e.g. `down_proj,layers.0.self_attn`).
+    #[arg(long, value_delimiter = ',')]
+    skip: Vec<String>,
+    /// Quantize lm_head too (kept in float by default).
+    #[arg(long)]
+    quantize_lm_head: bool,
+    /// Print MSE, max |error| and SNR of every quantized weight against the float one.
+    #[arg(long)]
+    report: bool,
+    /// Output directory.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn torch_dtype(short: &str) -> Result<String> {
+    Ok(SaveDtype::parse(short)?.torch_name().to_string())
+}
+
+/// Runs the command (on the CPU: quantization is host work; the result runs anywhere).
+pub fn run(args: Args) -> Result<()> {
+    type B = burn_flex::Flex;
+    let dir = resolve_model_dir(&args.model)?;
+    let mut opts = QuantizeOptions::nf4();
+    opts.method = match args.method.as_str() {
+        "nf4" => BnbMethod::FourBit(QuantType::Nf4),
+        "fp4" => BnbMethod::FourBit(QuantType::Fp4),
+        "int8" => BnbMethod::Int8,
+        other => bail!("--method {other}: expected nf4, fp4 or int8"),
+    };
+    opts.double_quant = args.double_quant;
+    opts.blocksize = args.blocksize;
+    opts.compute_dtype = torch_dtype(&args.compute_dtype).context("--compute-dtype")?;
+    opts.skip_modules = args.skip.clone();
+    opts.quantize_lm_head = args.quantize_lm_head;
+    opts.validate()?;
+    if args.out.exists() && std::fs::canonicalize(&args.out).ok() == std::fs::canonicalize(&dir).ok() {
+        bail!("--out {} is the source checkpoint; choose another directory", args.out.display());
+    }
+    let config = LlamaConfig::from_file(dir.join("config.json"))?;
+    let save_dtype = match (&args.dtype, config.torch_dtype.as_deref()) {
+        (Some(d), _) => SaveDtype::parse(d)?,
+        (None, Some(d)) => SaveDtype::parse(d).unwrap_or(SaveDtype::F32),
+        (None, None) => SaveDtype::F32,
+    };
+
+    let device = Default::default();
+    let pb = spinner(&format!("quantizing {} to {}", dir.display(), args.method));
+    let model: Llama<B> = load_pretrained_quantized(&dir, &opts, &device)?;
+    pb.set_message(format!("writing {}", args.out.display()));
+    let files = save_checkpoint(&model, &args.out, save_dtype, None)?;
+    copy_tokenizer_files(&dir, &args.out)?;
+    pb.finish_and_clear();
+    for f in &files {
+        eprintln!("wrote {}", f.display());
+    }
+    let (quantized, total) = count(&model);
+    let bytes: u64 = files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
+    eprintln!(
+        "{quantized} of {total} projections quantized ({}); checkpoint {:.1} MB; peak RSS {:.1} MB",
+        args.method,
+        bytes as f64 / 1e6,
+        peak_rss_bytes().unwrap_or(0) as f64 / 1e6
+    );
+    if args.report {
+        report(&model, &dir)?;
+    }
+    Ok(())
+}
+
+fn projections<B: burn::prelude::Backend>(model: &Llama<B>) -> Vec<(String, &Projection<B>)> {
+    let mut out = Vec::new();
+    for (l, layer) in model.layers.iter().enumerate() {
+        let p = format!("model.layers.{l}");
+        let a = &layer.self_attn;
+        for (n, proj) in [("self_attn.q_proj", &a.q_proj), ("self_attn.k_proj", &a.k_proj), ("self_attn.v_proj", &a.v_proj), ("self_attn.o_proj", &a.o_proj)] {
+            out.push((format!("{p}.{n}"), proj));
+        }
+        for (n, proj) in [("mlp.gate_proj", &layer.mlp.gate_proj), ("mlp.up_proj", &layer.mlp.up_proj), ("mlp.down_proj", &layer.mlp.down_proj)] {
+            out.push((format!("{p}.{n}"), proj));
+        }
+    }
+    if let Some(head) = &model.lm_head {
+        out.push(("lm_head".into(), head));
+    }
+    out
+}
+
+fn count<B: burn::prelude::Backend>(model: &Llama<B>) -> (usize, usize) {
+    let all = projections(model);
+    (all.iter().filter(|(_, p)| matches!(p, Projection::Quant(_))).count(), all.len())
+}
+
+/// Per-tensor and total error of the quantized weights against the float checkpoint, reading one
+/// float weight at a time.
+fn report<B: QuantBackend>(model: &Llama<B>, dir: &Path) -> Result<()> {
+    let mut src = SafetensorsSource::open(dir)?;
+    let (mut se_all, mut sig_all, mut n_all, mut max_all) = (0f64, 0f64, 0usize, 0f64);
+    println!("| tensor | MSE | max abs error | SNR (dB) |");
+    println!("|---|---|---|---|");
+    for (name, proj) in projections(model) {
+        let Projection::Quant(q) = proj else { continue };
+        let (o, i) = q.dims();
+        let float = src.take(&format!("{name}.weight"), &[o, i])?.into_vec::<f32>().map_err(|e| anyhow::anyhow!("{name}: {e:?}"))?;
+        let deq = B::dequantize_weight(&q.weight).into_data().into_vec::<f32>().map_err(|e| anyhow::anyhow!("{name}: {e:?}"))?;
+        let (mut se, mut sig, mut max) = (0f64, 0f64, 0f64);
+        for (&a, &b) in float.iter().zip(&deq) {
+            let e = f64::from(a) - f64::from(b);
+            se += e * e;
+            sig += f64::from(a) * f64::from(a);
+            max = max.max(e.abs());
+        }
+        println!("| {name} | {:.3e} | {:.3e} | {:.1} |", se / float.len() as f64, max, 10.0 * (sig / se).log10());
+        se_all += se;
+        sig_all += sig;
+        n_all += float.len();
+        max_all = max_all.max(max);
+    }
+    if n_all > 0 {
+        println!("| **total** ({n_all} weights) | {:.3e} | {:.3e} | {:.1} |", se_all / n_all as f64, max_all, 10.0 * (sig_all / se_all).log10());
+    }
+    Ok(())
+}
+
+/// Copies what a tokenizer and generation need, so the output directory is complete.
+fn copy_tokenizer_files(from: &Path, to: &Path) -> Result<()> {
+    for name in ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "chat_template.jinja", "generation_config.json"] {
+        let src = from.join(name);
+        if src.is_file() {
+            let tmp = to.join(format!("{name}.tmp"));
+            std::fs::copy(&src, &tmp).with_context(|| format!("copying {}", src.display()))?;
+            std::fs::rename(&tmp, to.join(name)).with_context(|| format!("writing {}", to.join(name).display()))?;
+        }
+    }
+    Ok(())
+}
