@@ -102,3 +102,54 @@ fn bad_input_is_one_error_line() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("max_position_embeddings"), "{err}");
 }
+
+#[test]
+fn quantize_writes_a_checkpoint_that_eval_runs() {
+    let src = fixtures().join("models/mha_untied");
+    let out = std::env::temp_dir().join(format!("xtask-quantize-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let run = xtask(&[
+        "quantize", "--model", src.to_str().unwrap(), "--method", "nf4", "--double-quant", "--out", out.to_str().unwrap(), "--report",
+    ]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let report = String::from_utf8(run.stdout).unwrap();
+    // 2 layers x 7 projections, plus the total line.
+    assert_eq!(report.lines().filter(|l| l.contains("_proj |")).count(), 14, "{report}");
+    assert!(report.contains("**total**"), "{report}");
+    for f in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "generation_config.json"] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    // Bytes of the quantized weights equal what transformers + bitsandbytes wrote for the same source.
+    let ours = std::fs::read(out.join("model.safetensors")).unwrap();
+    let theirs = std::fs::read(fixtures().join("../../../quant/tests/fixtures/models/mha_untied_nf4_dq/model.safetensors")).unwrap();
+    let (a, b) = (safetensors::SafeTensors::deserialize(&ours).unwrap(), safetensors::SafeTensors::deserialize(&theirs).unwrap());
+    for (key, t) in b.tensors() {
+        assert_eq!(a.tensor(&key).unwrap().data(), t.data(), "{key}");
+    }
+    let data = fixtures().join("eval.txt");
+    let ev = xtask(&["eval", "--model", out.to_str().unwrap(), "--data", data.to_str().unwrap(), "--json"]);
+    assert!(ev.status.success(), "{}", String::from_utf8_lossy(&ev.stderr));
+    let got: serde_json::Value = serde_json::from_slice(&ev.stdout).unwrap();
+    assert!(got["loss"].as_f64().unwrap().is_finite());
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn quantize_rejects_bad_options_in_one_line() {
+    let src = fixtures().join("models/mha_untied");
+    let out = std::env::temp_dir().join(format!("xtask-quantize-bad-{}", std::process::id()));
+    for (args, needle) in [
+        (vec!["--blocksize", "48"], "blocksize 48"),
+        (vec!["--method", "q3"], "--method q3"),
+        (vec!["--compute-dtype", "f64"], "f64"),
+    ] {
+        let mut all = vec!["quantize", "--model", src.to_str().unwrap(), "--out", out.to_str().unwrap()];
+        all.extend(args);
+        let run = xtask(&all);
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(1), "{stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(needle), "{stderr}");
+        assert!(!out.exists(), "nothing written on bad input");
+    }
+}

@@ -85,7 +85,12 @@ impl QuantizeOptions {
 }
 
 fn quant_error(src: &dyn TensorSource, prefix: &str, e: quant::Error) -> Error {
-    Error::Safetensors { path: src.location(&format!("{prefix}.weight")), message: e.to_string() }
+    let message = match e {
+        // Already names its key.
+        quant::Error::Checkpoint { .. } => e.to_string(),
+        other => format!("`{prefix}.weight`: {other}"),
+    };
+    Error::Safetensors { path: src.location(&format!("{prefix}.weight")), message }
 }
 
 /// Loads the projection stored under `prefix` with HF shape `[out, in]`: a bitsandbytes 4-bit or
