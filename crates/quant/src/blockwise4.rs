@@ -109,15 +109,45 @@ pub fn quantize_4bit(x: &[f32], quant_type: QuantType, blocksize: usize, double_
     if let Some((index, &value)) = x.iter().enumerate().find(|(_, v)| !v.is_finite()) {
         return Err(Error::NonFinite { index, value });
     }
+    let n = x.len();
+    let blocks = n.div_ceil(blocksize);
+    // Blocks are independent: split them across the cores (a chunk boundary is a block boundary,
+    // so every chunk but the last packs an even number of codes).
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let threads = cores.min(n.div_ceil(1 << 16)).max(1);
+    let blocks_per = blocks.div_ceil(threads).max(1);
+    let parts: Vec<(Vec<f32>, Vec<u8>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = x
+            .chunks(blocks_per * blocksize)
+            .enumerate()
+            .map(|(t, chunk)| {
+                let first_block = t * blocks_per;
+                scope.spawn(move || quantize_blocks(chunk, first_block, n / blocksize, quant_type, blocksize))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).collect()
+    });
+    let mut absmax = Vec::with_capacity(blocks);
+    let mut packed = Vec::with_capacity(n.div_ceil(2));
+    for (a, p) in parts {
+        absmax.extend(a);
+        packed.extend(p);
+    }
+    let absmax = if double_quant { Absmax::Nested(nest_absmax(&absmax)?) } else { Absmax::F32(absmax) };
+    Ok(Quantized4 { quant_type, blocksize, numel: n, packed, absmax })
+}
+
+/// Quantizes consecutive blocks starting at block `first_block`; blocks from `full` on are the
+/// trailing partial block. Returns their absmax values and packed bytes (an odd element count gets
+/// the zero code as padding in the last low nibble).
+fn quantize_blocks(x: &[f32], first_block: usize, full: usize, quant_type: QuantType, blocksize: usize) -> (Vec<f32>, Vec<u8>) {
     let bounds = quant_type.bounds();
     let order = quant_type.order();
-    let n = x.len();
-    let full = n / blocksize;
-    let mut absmax = Vec::with_capacity(n.div_ceil(blocksize));
-    let mut nibbles = Vec::with_capacity(n + 1);
-    for (b, block) in x.chunks(blocksize).enumerate() {
+    let mut absmax = Vec::with_capacity(x.len().div_ceil(blocksize));
+    let mut nibbles = Vec::with_capacity(x.len() + 1);
+    for (j, block) in x.chunks(blocksize).enumerate() {
         let max = block.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        if b < full {
+        if first_block + j < full {
             // Full blocks: the raw absmax is stored; scale by a reciprocal.
             absmax.push(max);
             let r = 1.0f32 / max.max(1e-38);
@@ -129,12 +159,10 @@ pub fn quantize_4bit(x: &[f32], quant_type: QuantType, blocksize: usize, double_
             nibbles.extend(block.iter().map(|&v| order[nearest(&bounds, (v / am).clamp(-1.0, 1.0))]));
         }
     }
-    if n % 2 == 1 {
+    if nibbles.len() % 2 == 1 {
         nibbles.push(order[nearest(&bounds, 0.0)]);
     }
-    let packed = nibbles.chunks_exact(2).map(|p| (p[0] << 4) | p[1]).collect();
-    let absmax = if double_quant { Absmax::Nested(nest_absmax(&absmax)?) } else { Absmax::F32(absmax) };
-    Ok(Quantized4 { quant_type, blocksize, numel: n, packed, absmax })
+    (absmax, nibbles.chunks_exact(2).map(|p| (p[0] << 4) | p[1]).collect())
 }
 
 /// Double quantization of block absmax values.
@@ -190,4 +218,24 @@ pub fn dequantize_4bit(q: &Quantized4) -> Result<Vec<f32>> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn threaded_quantization_equals_one_pass() {
+        // Large enough to be split across threads; odd count with a partial trailing block.
+        let n = 300_001;
+        let x: Vec<f32> = (0..n).map(|i| ((i as f32 * 0.618_034).fract() - 0.5) * (1.0 + (i % 97) as f32)).collect();
+        for qt in [QuantType::Nf4, QuantType::Fp4] {
+            for bs in [32, 64, 4096] {
+                let q = quantize_4bit(&x, qt, bs, false).unwrap();
+                let (absmax, packed) = quantize_blocks(&x, 0, n / bs, qt, bs);
+                assert_eq!(q.packed, packed, "{qt:?} blocks of {bs}");
+                assert_eq!(q.absmax, Absmax::F32(absmax), "{qt:?} blocks of {bs}");
+            }
+        }
+    }
 }
