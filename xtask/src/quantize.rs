@@ -82,6 +82,7 @@ pub fn run(args: Args) -> Result<()> {
     let device = Default::default();
     let pb = spinner(&format!("quantizing {} to {}", dir.display(), args.method));
     let model: Llama<B> = load_pretrained_quantized(&dir, &opts, &device)?;
+    let load_peak = peak_rss_bytes().unwrap_or(0);
     pb.set_message(format!("writing {}", args.out.display()));
     let files = save_checkpoint(&model, &args.out, save_dtype, None)?;
     copy_tokenizer_files(&dir, &args.out)?;
@@ -92,9 +93,10 @@ pub fn run(args: Args) -> Result<()> {
     let (quantized, total) = count(&model);
     let bytes: u64 = files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
     eprintln!(
-        "{quantized} of {total} projections quantized ({}); checkpoint {:.1} MB; peak RSS {:.1} MB",
+        "{quantized} of {total} projections quantized ({}); checkpoint {:.1} MB; peak RSS {:.1} MB loading + quantizing, {:.1} MB overall",
         args.method,
         bytes as f64 / 1e6,
+        load_peak as f64 / 1e6,
         peak_rss_bytes().unwrap_or(0) as f64 / 1e6
     );
     if args.report {

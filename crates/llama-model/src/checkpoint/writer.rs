@@ -16,6 +16,7 @@ use quant::QuantBackend;
 use crate::error::{Error, Result};
 use crate::model::Llama;
 use crate::nn::linear::NamedTensor;
+use quant::QuantWeight;
 
 /// The dtype weights are stored in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,57 +96,66 @@ fn write_json(path: &Path, value: &Value) -> Result<()> {
     write_atomic(path, |w| w.write_all(text.as_bytes()))
 }
 
-/// One tensor to write: float values converted to the save dtype, or stored bytes as they are
-/// (quantized weights and their statistics).
+/// One tensor to write: float values converted to the save dtype, or one of the stored tensors of
+/// a quantized weight (`part` of what [`quant_parts`] returns), which is copied from the device
+/// again when written instead of being held for the whole save.
 enum Item<B: Backend> {
     Float(NamedTensor<B>),
-    Raw(quant::RawTensor),
+    Quant { weight: QuantWeight<B>, id: usize, part: usize, dtype: safetensors::Dtype, shape: Vec<usize>, len: usize },
 }
 
 impl<B: Backend> Item<B> {
     fn shape(&self) -> Vec<usize> {
         match self {
             Item::Float(t) => t.shape(),
-            Item::Raw(r) => r.shape.clone(),
+            Item::Quant { shape, .. } => shape.clone(),
         }
     }
     fn bytes(&self, dtype: SaveDtype) -> usize {
         match self {
             Item::Float(t) => t.shape().iter().product::<usize>() * dtype.size(),
-            Item::Raw(r) => r.bytes.len(),
+            Item::Quant { len, .. } => *len,
         }
     }
     fn dtype_name(&self, dtype: SaveDtype) -> String {
         match self {
             Item::Float(_) => dtype.safetensors_name().to_string(),
-            Item::Raw(r) => format!("{:?}", r.dtype),
+            Item::Quant { dtype, .. } => format!("{dtype:?}"),
         }
     }
 }
 
-/// Expands quantized weights into bitsandbytes' keys (`P.weight`, `P.weight.absmax`, ...).
+/// The stored tensors of a quantized weight under bitsandbytes' suffixes.
+fn quant_parts<B: Backend>(name: &str, w: &QuantWeight<B>, state_dtype: &str) -> Result<Vec<(String, quant::RawTensor)>> {
+    let host = w.to_host().map_err(|e| Error::InvalidArgument(format!("{name}: {e}")))?;
+    Ok(match &host {
+        quant::HostWeight::Four { q, out_features, in_features } => {
+            quant::bnb::write_4bit(q, [*out_features, *in_features], state_dtype)
+        }
+        quant::HostWeight::Int8 { q, .. } => quant::bnb::write_int8(q),
+    })
+}
+
+/// Expands quantized weights into bitsandbytes' keys (`P.weight`, `P.weight.absmax`, ...),
+/// recording each part's dtype, shape and length for the header.
 fn expand<B: Backend>(tensors: Vec<(String, NamedTensor<B>)>, state_dtype: &str) -> Result<Vec<(String, Item<B>)>> {
     let mut out = Vec::with_capacity(tensors.len());
-    for (name, t) in tensors {
-        let NamedTensor::Quant(w) = t else {
+    for (id, (name, t)) in tensors.into_iter().enumerate() {
+        let NamedTensor::Quant(weight) = t else {
             out.push((name, Item::Float(t)));
             continue;
         };
         let prefix = name.strip_suffix(".weight").unwrap_or(&name).to_string();
-        let host = w.to_host().map_err(|e| Error::InvalidArgument(format!("{name}: {e}")))?;
-        let parts = match &host {
-            quant::HostWeight::Four { q, out_features, in_features } => {
-                quant::bnb::write_4bit(q, [*out_features, *in_features], state_dtype)
-            }
-            quant::HostWeight::Int8 { q, .. } => quant::bnb::write_int8(q),
-        };
-        out.extend(parts.into_iter().map(|(suffix, raw)| (format!("{prefix}.{suffix}"), Item::Raw(raw))));
+        for (part, (suffix, raw)) in quant_parts(&name, &weight, state_dtype)?.into_iter().enumerate() {
+            let item = Item::Quant { weight: weight.clone(), id, part, dtype: raw.dtype, shape: raw.shape, len: raw.bytes.len() };
+            out.push((format!("{prefix}.{suffix}"), item));
+        }
     }
     Ok(out)
 }
 
 /// Writes one safetensors file holding `tensors`, streaming their data.
-fn write_safetensors<B: Backend>(path: &Path, tensors: &[(String, Item<B>)], dtype: SaveDtype) -> Result<()> {
+fn write_safetensors<B: Backend>(path: &Path, tensors: &[(String, Item<B>)], dtype: SaveDtype, state_dtype: &str) -> Result<()> {
     let mut header = serde_json::Map::new();
     header.insert("__metadata__".into(), json!({"format": "pt"}));
     let mut offset = 0usize;
@@ -162,17 +172,39 @@ fn write_safetensors<B: Backend>(path: &Path, tensors: &[(String, Item<B>)], dty
     while header.len() % 8 != 0 {
         header.push(b' ');
     }
+    // The parts of the quantized weight being written (they are consecutive items).
+    let mut parts: Option<(usize, Vec<(String, quant::RawTensor)>)> = None;
     write_atomic(path, |w| {
         w.write_all(&(header.len() as u64).to_le_bytes())?;
         w.write_all(&header)?;
         let mut buf = Vec::new();
-        for (_, t) in tensors {
+        for (name, t) in tensors {
             match t {
                 Item::Float(t) => {
-                    dtype.encode(&t.to_f32_vec(), &mut buf);
-                    w.write_all(&buf)?;
+                    // Large matrices are read back a block of rows at a time, so saving never
+                    // holds a second full copy of the embedding matrix (1 GB for Llama-3.2-1B).
+                    for data in t.row_blocks(1 << 22) {
+                        let data = if data.dtype == burn::tensor::DType::F32 { data } else { data.convert::<f32>() };
+                        let values = data.as_slice::<f32>().map_err(|e| std::io::Error::other(format!("{name}: {e:?}")))?;
+                        for chunk in values.chunks(1 << 16) {
+                            dtype.encode(chunk, &mut buf);
+                            w.write_all(&buf)?;
+                        }
+                    }
                 }
-                Item::Raw(r) => w.write_all(&r.bytes)?,
+                Item::Quant { weight, id, part, len, .. } => {
+                    if parts.as_ref().is_none_or(|(cur, _)| cur != id) {
+                        parts = None;
+                        let fresh = quant_parts(name, weight, state_dtype).map_err(|e| std::io::Error::other(e.to_string()))?;
+                        parts = Some((*id, fresh));
+                    }
+                    let (_, list) = parts.as_ref().unwrap_or_else(|| unreachable!());
+                    let bytes = &list[*part].1.bytes;
+                    if bytes.len() != *len {
+                        return Err(std::io::Error::other(format!("{name}: quantized weight changed while saving")));
+                    }
+                    w.write_all(bytes)?;
+                }
             }
         }
         Ok(())
@@ -207,7 +239,7 @@ pub fn save_checkpoint<B: QuantBackend>(
     let mut written = Vec::new();
     if shards.len() == 1 {
         let path = dir.join("model.safetensors");
-        write_safetensors(&path, &shards[0], dtype)?;
+        write_safetensors(&path, &shards[0], dtype, state_dtype)?;
         written.push(path);
         let stale = dir.join("model.safetensors.index.json");
         if stale.exists() {
@@ -224,7 +256,7 @@ pub fn save_checkpoint<B: QuantBackend>(
                 total += t.bytes(dtype);
             }
             let path = dir.join(&name);
-            write_safetensors(&path, shard, dtype)?;
+            write_safetensors(&path, shard, dtype, state_dtype)?;
             written.push(path);
         }
         let index = json!({"metadata": {"total_size": total}, "weight_map": weight_map});

@@ -125,13 +125,32 @@ impl<B: Backend> NamedTensor<B> {
         }
     }
 
-    /// The values as f32, row-major (a quantized weight is dequantized).
-    pub fn to_f32_vec(&self) -> Vec<f32> {
-        let data = match self {
+    /// The values (a quantized weight is dequantized), row-major.
+    pub fn to_data(&self) -> TensorData {
+        match self {
             NamedTensor::D1(t) => t.to_data(),
             NamedTensor::D2(t) => t.to_data(),
             NamedTensor::Quant(w) => w.dequantize_generic().to_data(),
+        }
+    }
+
+    /// The values in consecutive blocks of whole rows of at most about `max_elements` each
+    /// (one block for vectors and small matrices), row-major.
+    pub fn row_blocks(&self, max_elements: usize) -> impl Iterator<Item = TensorData> + '_ {
+        let (rows, cols) = match self {
+            NamedTensor::D2(t) => (t.dims()[0], t.dims()[1]),
+            _ => (1, usize::MAX),
         };
+        let step = if cols == usize::MAX { 1 } else { (max_elements / cols.max(1)).max(1) };
+        (0..rows).step_by(step).map(move |r0| match self {
+            NamedTensor::D2(t) if step < rows => t.clone().slice(r0..(r0 + step).min(rows)).to_data(),
+            other => other.to_data(),
+        })
+    }
+
+    /// The values as f32, row-major (a quantized weight is dequantized).
+    pub fn to_f32_vec(&self) -> Vec<f32> {
+        let data = self.to_data();
         data.iter::<f32>().collect()
     }
 }
