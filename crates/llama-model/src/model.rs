@@ -153,6 +153,29 @@ impl<B: QuantBackend> Llama<B> {
         }
     }
 
+    /// Sets the gemm dtype of every quantized projection (bitsandbytes' `bnb_4bit_compute_dtype`:
+    /// `Some(BF16)` / `Some(F16)` on CUDA; `None`, the default, computes in the activations' f32).
+    pub fn set_quant_compute_dtype(&mut self, dtype: Option<burn::tensor::FloatDType>) {
+        let set = |p: &mut Projection<B>| {
+            if let Projection::Quant(q) = p {
+                q.compute_dtype = dtype;
+            }
+        };
+        for layer in &mut self.layers {
+            let a = &mut layer.self_attn;
+            for p in [&mut a.q_proj, &mut a.k_proj, &mut a.v_proj, &mut a.o_proj] {
+                set(p);
+            }
+            let m = &mut layer.mlp;
+            for p in [&mut m.gate_proj, &mut m.up_proj, &mut m.down_proj] {
+                set(p);
+            }
+        }
+        if let Some(head) = &mut self.lm_head {
+            set(head);
+        }
+    }
+
     /// The configuration the model was built from.
     pub fn config(&self) -> &LlamaConfig {
         &self.config

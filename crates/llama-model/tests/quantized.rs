@@ -158,3 +158,17 @@ fn skip_list_and_lm_head_option() {
     assert!(matches!(model.layers[1].self_attn.q_proj, Projection::Quant(_)));
     assert!(matches!(model.lm_head, Some(Projection::Quant(_))));
 }
+
+#[test]
+fn bf16_compute_dtype_stays_close_to_f32() {
+    type B = burn_flex::Flex;
+    let name = "mha_untied_nf4_dq";
+    let mut model = load_pretrained::<B>(qdir(name), &Default::default()).unwrap();
+    let exp = Expected::load(name);
+    let f32_logits = logits(&model, &exp);
+    model.set_quant_compute_dtype(Some(burn::tensor::FloatDType::BF16));
+    let bf16_logits = logits(&model, &exp);
+    let diff = max_abs_diff(&bf16_logits, &f32_logits);
+    eprintln!("bf16 gemm vs f32: max |logit diff| = {diff:e}");
+    assert!(diff > 0.0 && diff < 0.05, "{diff}");
+}

@@ -8,7 +8,7 @@
 
 use burn::module::AutodiffModule;
 use burn::prelude::*;
-use burn::tensor::{DType, TensorPrimitive};
+use burn::tensor::{DType, FloatDType, TensorPrimitive};
 use burn_autodiff::Autodiff;
 use burn_autodiff::checkpoint::base::Checkpointer;
 use burn_autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -26,15 +26,25 @@ pub trait QuantBackend: Backend {
         weight.dequantize_generic()
     }
 
-    /// `x · dequant(W)ᵀ`: `x` is `[rows, in_features]`, the result `[rows, out_features]`.
-    fn quant_matmul(x: Tensor<Self, 2>, weight: &QuantWeight<Self>) -> Tensor<Self, 2> {
-        x.matmul(Self::dequantize_weight(weight).transpose())
+    /// `x · dequant(W)ᵀ`: `x` is `[rows, in_features]`, the result `[rows, out_features]` in
+    /// `x`'s dtype. With a `compute` dtype (bf16 / f16 on CUDA) the gemm runs in that dtype.
+    fn quant_matmul(x: Tensor<Self, 2>, weight: &QuantWeight<Self>, compute: Option<FloatDType>) -> Tensor<Self, 2> {
+        matmul_in(x, Self::dequantize_weight(weight).transpose(), compute)
     }
 
     /// `g · dequant(W)`: the gradient of [`QuantBackend::quant_matmul`] with respect to `x`,
     /// `g` being `[rows, out_features]`.
-    fn quant_matmul_backward(grad: Tensor<Self, 2>, weight: &QuantWeight<Self>) -> Tensor<Self, 2> {
-        grad.matmul(Self::dequantize_weight(weight))
+    fn quant_matmul_backward(grad: Tensor<Self, 2>, weight: &QuantWeight<Self>, compute: Option<FloatDType>) -> Tensor<Self, 2> {
+        matmul_in(grad, Self::dequantize_weight(weight), compute)
+    }
+}
+
+/// `a · b` computed in `compute` (when given and different from `a`'s dtype), returned in `a`'s dtype.
+pub fn matmul_in<B: Backend>(a: Tensor<B, 2>, b: Tensor<B, 2>, compute: Option<FloatDType>) -> Tensor<B, 2> {
+    let out = FloatDType::from(a.dtype());
+    match compute {
+        Some(dt) if dt != out => a.cast(dt).matmul(b.cast(dt)).cast(out),
+        _ => a.matmul(b.cast(out)),
     }
 }
 
@@ -89,8 +99,9 @@ pub fn dequantize_on_host<B: Backend>(weight: &QuantWeight<B>) -> Tensor<B, 2> {
 /// a gemm whose big operand is in its natural layout. (`x.matmul(W.transpose())` made the CPU
 /// gemm repack the whole weight through a strided view: 10 ms of a 14.6 ms NF4 decode step at
 /// 2048x2048 on burn-flex; see docs/benchmarks.md.)
-fn host_quant_matmul<B: Backend>(x: Tensor<B, 2>, weight: &QuantWeight<B>) -> Tensor<B, 2> {
-    dequantize_on_host(weight).matmul(x.transpose()).transpose()
+fn host_quant_matmul<B: Backend>(x: Tensor<B, 2>, weight: &QuantWeight<B>, compute: Option<FloatDType>) -> Tensor<B, 2> {
+    let out = FloatDType::from(x.dtype());
+    matmul_in(dequantize_on_host(weight).cast(out), x.transpose(), compute).transpose()
 }
 
 impl QuantBackend for burn_flex::Flex {
@@ -98,8 +109,8 @@ impl QuantBackend for burn_flex::Flex {
         dequantize_on_host(weight)
     }
 
-    fn quant_matmul(x: Tensor<Self, 2>, weight: &QuantWeight<Self>) -> Tensor<Self, 2> {
-        host_quant_matmul(x, weight)
+    fn quant_matmul(x: Tensor<Self, 2>, weight: &QuantWeight<Self>, compute: Option<FloatDType>) -> Tensor<Self, 2> {
+        host_quant_matmul(x, weight, compute)
     }
 }
 
@@ -108,8 +119,8 @@ impl QuantBackend for burn_ndarray::NdArray<f32> {
         dequantize_on_host(weight)
     }
 
-    fn quant_matmul(x: Tensor<Self, 2>, weight: &QuantWeight<Self>) -> Tensor<Self, 2> {
-        host_quant_matmul(x, weight)
+    fn quant_matmul(x: Tensor<Self, 2>, weight: &QuantWeight<Self>, compute: Option<FloatDType>) -> Tensor<Self, 2> {
+        host_quant_matmul(x, weight, compute)
     }
 }
 
@@ -122,13 +133,13 @@ impl QuantBackend for burn_ndarray::NdArray<f32> {
 struct QuantMatmulBackward;
 
 impl<B: QuantBackend> Backward<B, 1> for QuantMatmulBackward {
-    type State = QuantWeight<B>;
+    type State = (QuantWeight<B>, Option<FloatDType>);
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-        let weight = ops.state;
+        let (weight, compute) = ops.state;
         unary::<B, _>(ops.parents, ops.node, grads, |grad| {
             let grad = Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(grad));
-            B::quant_matmul_backward(grad, &weight).into_primitive().tensor()
+            B::quant_matmul_backward(grad, &weight, compute).into_primitive().tensor()
         });
     }
 }
@@ -138,24 +149,24 @@ impl<B: QuantBackend, C: CheckpointStrategy> QuantBackend for Autodiff<B, C> {
         Tensor::from_inner(B::dequantize_weight(&weight.valid()))
     }
 
-    fn quant_matmul(x: Tensor<Self, 2>, weight: &QuantWeight<Self>) -> Tensor<Self, 2> {
+    fn quant_matmul(x: Tensor<Self, 2>, weight: &QuantWeight<Self>, compute: Option<FloatDType>) -> Tensor<Self, 2> {
         let inner = weight.valid();
         let x = x.into_primitive().tensor();
         let forward = |x| {
-            B::quant_matmul(Tensor::from_primitive(TensorPrimitive::Float(x)), &inner).into_primitive().tensor()
+            B::quant_matmul(Tensor::from_primitive(TensorPrimitive::Float(x)), &inner, compute).into_primitive().tensor()
         };
         let out = match QuantMatmulBackward.prepare::<C>([x.node.clone()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
                 let y = forward(x.primitive);
-                prep.finish(inner.clone(), y)
+                prep.finish((inner.clone(), compute), y)
             }
             OpsKind::UnTracked(prep) => prep.finish(forward(x.primitive)),
         };
         Tensor::from_primitive(TensorPrimitive::Float(out))
     }
 
-    fn quant_matmul_backward(grad: Tensor<Self, 2>, weight: &QuantWeight<Self>) -> Tensor<Self, 2> {
+    fn quant_matmul_backward(grad: Tensor<Self, 2>, weight: &QuantWeight<Self>, compute: Option<FloatDType>) -> Tensor<Self, 2> {
         // Not differentiated twice: the gradient of a gradient through a frozen weight.
-        grad.matmul(Self::dequantize_weight(weight))
+        matmul_in(grad, Self::dequantize_weight(weight), compute)
     }
 }

@@ -8,7 +8,7 @@
 
 use burn::module::Module;
 use burn::prelude::*;
-use burn::tensor::{DType, IntDType};
+use burn::tensor::{DType, FloatDType, IntDType};
 
 use crate::backend::QuantBackend;
 use crate::blockwise4::{Absmax, NESTED_BLOCKSIZE, QuantType, Quantized4};
@@ -295,12 +295,22 @@ pub struct QuantLinear<B: Backend> {
     pub weight: QuantWeight<B>,
     /// Frozen float bias `[out]`.
     pub bias: Option<Tensor<B, 1>>,
+    /// Dtype of the gemm (`None`: the input's, f32). bf16 / f16 are for CUDA, like
+    /// bitsandbytes' `bnb_4bit_compute_dtype`; the output keeps the input's dtype.
+    #[module(skip)]
+    pub compute_dtype: Option<FloatDType>,
 }
 
 impl<B: Backend> QuantLinear<B> {
     /// A layer from a device weight and an optional bias.
     pub fn new(weight: QuantWeight<B>, bias: Option<Tensor<B, 1>>) -> Self {
-        Self { weight, bias }
+        Self { weight, bias, compute_dtype: None }
+    }
+
+    /// Runs the gemm in `dtype` (bf16 / f16 on CUDA).
+    pub fn with_compute_dtype(mut self, dtype: Option<FloatDType>) -> Self {
+        self.compute_dtype = dtype;
+        self
     }
 
     /// `(out_features, in_features)`.
@@ -318,7 +328,7 @@ impl<B: QuantBackend> QuantLinear<B> {
         let dims = x.dims();
         let rows: usize = dims[..D - 1].iter().product();
         let x2: Tensor<B, 2> = x.reshape([rows, dims[D - 1]]);
-        let mut y = B::quant_matmul(x2, &self.weight);
+        let mut y = B::quant_matmul(x2, &self.weight, self.compute_dtype);
         if let Some(b) = &self.bias {
             y = y + b.clone().unsqueeze::<2>();
         }

@@ -190,3 +190,33 @@ fn forward_matches_finite_differences() {
         assert!((fd - f64::from(g[j])).abs() < 1e-5, "x[{j}]: finite difference {fd}, autodiff {}", g[j]);
     }
 }
+
+#[test]
+fn compute_dtype_runs_the_gemm_in_bf16_and_f16() {
+    // bitsandbytes' `bnb_4bit_compute_dtype`: meant for CUDA; burn-flex runs bf16/f16 too, so the
+    // path is checked here against the f32 result at half-precision tolerance.
+    type A = Autodiff<Flex>;
+    let device = Default::default();
+    let (rows, out, inp) = (4usize, 32usize, 128usize);
+    let w = gaussian(out * inp, 31);
+    let q = quantize_4bit(&w, QuantType::Nf4, 64, true).unwrap();
+    let x_data = TensorData::new(gaussian(rows * inp, 32), [rows, inp]);
+    let run = |dtype: Option<burn::tensor::FloatDType>| {
+        let layer = QuantLinear::<A>::new(QuantWeight::from_4bit(&q, out, inp, &device).unwrap(), None).with_compute_dtype(dtype);
+        let x = Tensor::<A, 2>::from_data(x_data.clone(), &device).require_grad();
+        let y = layer.forward(x.clone());
+        assert_eq!(y.dtype(), DType::F32, "output keeps the input dtype");
+        let g = x.grad(&y.clone().sum().backward()).unwrap();
+        (y.into_data().to_vec::<f32>().unwrap(), g.into_data().to_vec::<f32>().unwrap())
+    };
+    let (y32, g32) = run(None);
+    for dt in [burn::tensor::FloatDType::BF16, burn::tensor::FloatDType::F16] {
+        let (y, g) = run(Some(dt));
+        let scale = y32.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let err = y.iter().zip(&y32).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(err > 0.0 && err < 2e-2 * scale, "{dt:?}: forward error {err} vs scale {scale}");
+        let gscale = g32.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let gerr = g.iter().zip(&g32).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(gerr > 0.0 && gerr < 2e-2 * gscale, "{dt:?}: gradient error {gerr} vs scale {gscale}");
+    }
+}
