@@ -1,0 +1,187 @@
+//! The CubeCL dequantization kernels on CUDA give the host reference's bits: 4-bit (NF4, FP4)
+//! with f32 or double-quantized absmax, and LLM.int8, on the fused `burn_cuda::Cuda`, the bare
+//! `CubeBackend` and under autodiff. Needs an NVIDIA driver: without `libcuda.so.1` every test
+//! prints why and returns (a skip, not a failure).
+#![cfg(feature = "cuda")]
+
+use burn::prelude::*;
+use burn::tensor::{IntDType, Tolerance};
+use burn_autodiff::Autodiff;
+use burn_cubecl::CubeBackend;
+use burn_cuda::{Cuda, CudaDevice};
+use burn_flex::Flex;
+use cubecl::cuda::CudaRuntime;
+use quant::{
+    QuantBackend, QuantLinear, QuantType, QuantWeight, dequantize_4bit, int8_vectorwise_dequant, int8_vectorwise_quant,
+    quantize_4bit,
+};
+
+/// CUDA without burn's fusion: the kernels launched directly.
+type CubeCuda = CubeBackend<CudaRuntime, f32, i32, u8>;
+
+/// Whether the CUDA driver library can be loaded (cudarc loads it the same way at run time).
+#[cfg(target_os = "linux")]
+fn cuda_driver_loads() -> bool {
+    use std::ffi::{c_char, c_int, c_void};
+    unsafe extern "C" {
+        fn dlopen(filename: *const c_char, flag: c_int) -> *mut c_void;
+        fn dlclose(handle: *mut c_void) -> c_int;
+    }
+    const RTLD_NOW: c_int = 2;
+    // SAFETY: a NUL-terminated name; the handle is only closed again.
+    unsafe {
+        let handle = dlopen(c"libcuda.so.1".as_ptr(), RTLD_NOW);
+        if handle.is_null() {
+            return false;
+        }
+        dlclose(handle);
+    }
+    true
+}
+
+#[cfg(not(target_os = "linux"))]
+fn cuda_driver_loads() -> bool {
+    true
+}
+
+fn skip_without_gpu(test: &str) -> bool {
+    if cuda_driver_loads() {
+        return false;
+    }
+    eprintln!("skipping {test}: libcuda.so.1 cannot be loaded (no NVIDIA driver on this machine)");
+    true
+}
+
+fn gaussian(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        ((s >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    };
+    (0..n).map(|_| ((-2.0 * next().ln()).sqrt() * (std::f64::consts::TAU * next()).cos()) as f32 * 0.05).collect()
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+fn tensor_bits<B: Backend>(t: Tensor<B, 2>) -> Vec<u32> {
+    bits(&t.into_data().convert::<f32>().to_vec::<f32>().unwrap())
+}
+
+/// (out, in, blocksize): those of `tests/layer.rs` (exact blocks, a partial trailing block, an odd
+/// element count, a partial nested group of 256 blocks), and a large odd one that spans many
+/// cubes and nested groups.
+const SHAPES: [(usize, usize, usize); 5] = [(64, 128, 64), (33, 100, 64), (7, 9, 32), (96, 1000, 32), (2047, 2051, 64)];
+
+fn check_kernels<B: QuantBackend>(device: &B::Device) {
+    for (seed, &(out, inp, bs)) in SHAPES.iter().enumerate() {
+        let w = gaussian(out * inp, seed as u64);
+        for qt in [QuantType::Nf4, QuantType::Fp4] {
+            for dq in [false, true] {
+                let q = quantize_4bit(&w, qt, bs, dq).unwrap();
+                let want = bits(&dequantize_4bit(&q).unwrap());
+                let dev = QuantWeight::<B>::from_4bit(&q, out, inp, device).unwrap();
+                let what = format!("{qt:?} dq={dq} [{out}, {inp}] blocks of {bs}");
+                assert_eq!(tensor_bits(B::dequantize_weight(&dev)), want, "{what}");
+
+                // Codes held in a wider integer type are narrowed before the launch.
+                let QuantWeight::Four(mut w4) = dev else { unreachable!() };
+                w4.packed = w4.packed.cast(IntDType::I32);
+                if let quant::DeviceAbsmax::Nested(n) = &mut w4.absmax {
+                    n.codes = n.codes.clone().cast(IntDType::I32);
+                }
+                assert_eq!(tensor_bits(B::dequantize_weight(&QuantWeight::Four(w4))), want, "i32 codes: {what}");
+            }
+        }
+        let q8 = int8_vectorwise_quant(&w, out, inp, 0.0).unwrap();
+        let want = bits(&int8_vectorwise_dequant(&q8));
+        let dev = QuantWeight::<B>::from_int8(&q8, 6.0, device).unwrap();
+        assert_eq!(tensor_bits(B::dequantize_weight(&dev)), want, "int8 [{out}, {inp}]");
+        let QuantWeight::Int8(mut w8) = dev else { unreachable!() };
+        w8.cb = w8.cb.cast(IntDType::I32);
+        assert_eq!(tensor_bits(B::dequantize_weight(&QuantWeight::Int8(w8))), want, "int8 as i32 [{out}, {inp}]");
+    }
+}
+
+#[test]
+fn kernels_are_bit_exact_on_fused_cuda() {
+    if skip_without_gpu("kernels_are_bit_exact_on_fused_cuda") {
+        return;
+    }
+    check_kernels::<Cuda<f32, i32>>(&CudaDevice::default());
+}
+
+#[test]
+fn kernels_are_bit_exact_on_cube_cuda() {
+    if skip_without_gpu("kernels_are_bit_exact_on_cube_cuda") {
+        return;
+    }
+    check_kernels::<CubeCuda>(&CudaDevice::default());
+}
+
+#[test]
+fn kernels_are_bit_exact_under_autodiff() {
+    if skip_without_gpu("kernels_are_bit_exact_under_autodiff") {
+        return;
+    }
+    check_kernels::<Autodiff<Cuda<f32, i32>>>(&CudaDevice::default());
+}
+
+/// A lazy chain around the custom fusion op: ops queued before it (building the inputs) and after
+/// it (consuming the output) run in order.
+#[test]
+fn dequantization_composes_with_fused_ops() {
+    if skip_without_gpu("dequantization_composes_with_fused_ops") {
+        return;
+    }
+    type B = Cuda<f32, i32>;
+    let device = CudaDevice::default();
+    let (out, inp) = (96usize, 1000usize);
+    let w = gaussian(out * inp, 3);
+    let q = quantize_4bit(&w, QuantType::Nf4, 64, true).unwrap();
+    let host = dequantize_4bit(&q).unwrap();
+    let QuantWeight::Four(mut w4) = QuantWeight::<B>::from_4bit(&q, out, inp, &device).unwrap() else { unreachable!() };
+    // Pending fused work on an input: (pairs * 2) / 2 is exact.
+    w4.pairs = w4.pairs.mul_scalar(2.0).div_scalar(2.0);
+    let dense = B::dequantize_weight(&QuantWeight::Four(w4)).mul_scalar(2.0);
+    let want: Vec<u32> = host.iter().map(|v| (v * 2.0).to_bits()).collect();
+    assert_eq!(tensor_bits(dense), want);
+}
+
+/// `QuantLinear` under autodiff on CUDA: the forward and the input gradient match the same layer
+/// on the CPU (the matmuls differ in summation order, hence a tolerance).
+#[test]
+fn quant_linear_trains_on_cuda() {
+    if skip_without_gpu("quant_linear_trains_on_cuda") {
+        return;
+    }
+    fn run<B: burn::tensor::backend::AutodiffBackend + QuantBackend>(
+        weight: impl Fn(&B::Device) -> QuantWeight<B>,
+        device: &B::Device,
+    ) -> (TensorData, TensorData) {
+        let (rows, out, inp) = (5usize, 48usize, 96usize);
+        let layer = QuantLinear::new(weight(device), Some(Tensor::from_floats(gaussian(out, 12).as_slice(), device)));
+        let x = Tensor::<B, 2>::from_data(TensorData::new(gaussian(rows * inp, 13), [rows, inp]), device).require_grad();
+        let r = Tensor::<B, 2>::from_data(TensorData::new(gaussian(rows * out, 14), [rows, out]), device);
+        let y = layer.forward(x.clone());
+        let grads = (y.clone() * r).sum().backward();
+        (y.into_data(), x.grad(&grads).expect("input gradient").into_data())
+    }
+    let (out, inp) = (48usize, 96usize);
+    let w = gaussian(out * inp, 11);
+    let tol = Tolerance::<f32>::absolute(1e-4);
+    for q in [quantize_4bit(&w, QuantType::Nf4, 64, true).unwrap(), quantize_4bit(&w, QuantType::Fp4, 32, false).unwrap()] {
+        let (y_gpu, g_gpu) = run::<Autodiff<Cuda<f32, i32>>>(|d| QuantWeight::from_4bit(&q, out, inp, d).unwrap(), &CudaDevice::default());
+        let (y_cpu, g_cpu) = run::<Autodiff<Flex>>(|d| QuantWeight::from_4bit(&q, out, inp, d).unwrap(), &Default::default());
+        y_gpu.assert_approx_eq::<f32>(&y_cpu, tol);
+        g_gpu.assert_approx_eq::<f32>(&g_cpu, tol);
+    }
+    let q8 = int8_vectorwise_quant(&w, out, inp, 0.0).unwrap();
+    let (y_gpu, g_gpu) = run::<Autodiff<Cuda<f32, i32>>>(|d| QuantWeight::from_int8(&q8, 6.0, d).unwrap(), &CudaDevice::default());
+    let (y_cpu, g_cpu) = run::<Autodiff<Flex>>(|d| QuantWeight::from_int8(&q8, 6.0, d).unwrap(), &Default::default());
+    y_gpu.assert_approx_eq::<f32>(&y_cpu, tol);
+    g_gpu.assert_approx_eq::<f32>(&g_cpu, tol);
+}
