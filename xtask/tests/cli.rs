@@ -153,3 +153,19 @@ fn quantize_rejects_bad_options_in_one_line() {
         assert!(!out.exists(), "nothing written on bad input");
     }
 }
+
+#[test]
+fn eval_and_generate_run_a_checkpoint_transformers_quantized() {
+    // Saved by transformers + bitsandbytes (scripts/fixtures/make_quant_fixtures.py).
+    let data = fixtures().join("eval.txt");
+    for name in ["mha_untied_nf4_dq", "mha_untied_fp4", "mha_untied_int8"] {
+        let model = fixtures().join("../../../quant/tests/fixtures/models").join(name);
+        let ev = xtask(&["eval", "--model", model.to_str().unwrap(), "--data", data.to_str().unwrap(), "--json"]);
+        assert!(ev.status.success(), "{name}: {}", String::from_utf8_lossy(&ev.stderr));
+        let got: serde_json::Value = serde_json::from_slice(&ev.stdout).unwrap();
+        assert_eq!(got["tokens"], 317, "{name}");
+        assert!(got["loss"].as_f64().unwrap().is_finite(), "{name}");
+        let run = xtask(&["generate", "--model", model.to_str().unwrap(), "--prompt", "hello", "--max-new-tokens", "4"]);
+        assert!(run.status.success(), "{name}: {}", String::from_utf8_lossy(&run.stderr));
+    }
+}
