@@ -9,7 +9,8 @@ use quant::{BnbConfig, BnbMethod, QuantLinear, QuantType, QuantWeight, int8_vect
 use crate::checkpoint::TensorSource;
 use crate::config::LlamaConfig;
 use crate::error::{Error, Result};
-use crate::nn::linear::{DenseLinear, Projection, transpose_data};
+use crate::nn::linear::{Projection, transpose_data};
+use quant::DenseLinear;
 
 /// How to quantize a float checkpoint while loading it (`cargo xtask quantize`, QLoRA bases).
 #[derive(Debug, Clone, PartialEq)]

@@ -14,6 +14,7 @@ pub mod blockwise4;
 pub mod bnb;
 pub mod blockwise8;
 pub mod codebook;
+pub mod dense;
 #[cfg(feature = "cuda")]
 mod cuda;
 pub mod error;
@@ -30,3 +31,4 @@ pub use int8::{Int8Rows, int8_vectorwise_dequant, int8_vectorwise_quant};
 pub use backend::{QuantBackend, dequantize_on_host};
 pub use layer::{DeviceAbsmax, HostWeight, Meta4, NestedDevice, QuantLinear, QuantWeight, Weight4, WeightInt8};
 pub use bnb::{BnbConfig, BnbMethod, QuantState4, RawTensor};
+pub use dense::DenseLinear;

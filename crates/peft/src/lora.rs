@@ -1,0 +1,192 @@
+//! The LoRA layer.
+
+use burn::module::{Module, Param};
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use quant::{DenseLinear, QuantBackend, QuantLinear};
+
+/// The frozen layer an adapter wraps.
+#[derive(Module, Debug)]
+pub enum LoraBase<B: Backend> {
+    /// Float weights (LoRA).
+    Dense(DenseLinear<B>),
+    /// 4/8-bit weights (QLoRA).
+    Quant(QuantLinear<B>),
+}
+
+impl<B: Backend> LoraBase<B> {
+    /// `(out_features, in_features)`.
+    pub fn dims(&self) -> (usize, usize) {
+        match self {
+            LoraBase::Dense(l) => l.dims(),
+            LoraBase::Quant(l) => l.dims(),
+        }
+    }
+}
+
+impl<B: QuantBackend> LoraBase<B> {
+    /// The base layer's output.
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        match self {
+            LoraBase::Dense(l) => l.forward(x),
+            LoraBase::Quant(l) => l.forward(x),
+        }
+    }
+
+    /// The base weight as f32 `[out, in]` (dequantized for a quantized base), without gradient.
+    pub fn dense_weight(&self) -> Tensor<B, 2> {
+        match self {
+            LoraBase::Dense(l) => l.weight.val().detach().transpose(),
+            LoraBase::Quant(l) => B::dequantize_weight(&l.weight).detach(),
+        }
+    }
+}
+
+/// Shape and scaling of one adapter.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LoraSpec {
+    /// Rank `r`.
+    pub r: usize,
+    /// `lora_alpha`.
+    pub alpha: f64,
+    /// Dropout probability on the adapter's input (training only).
+    pub dropout: f64,
+    /// rsLoRA: scale `alpha / sqrt(r)` instead of `alpha / r`.
+    pub use_rslora: bool,
+    /// DoRA: learn a magnitude per output feature.
+    pub use_dora: bool,
+}
+
+impl LoraSpec {
+    /// PEFT's defaults: r 8, alpha 8, no dropout, plain LoRA.
+    pub fn new(r: usize) -> Self {
+        Self { r, alpha: 8.0, dropout: 0.0, use_rslora: false, use_dora: false }
+    }
+
+    /// `alpha / r`, or `alpha / sqrt(r)` with rsLoRA.
+    pub fn scale(&self) -> f64 {
+        if self.use_rslora { self.alpha / (self.r as f64).sqrt() } else { self.alpha / self.r as f64 }
+    }
+}
+
+/// The trainable part: `A` `[in, r]` and `B` `[r, out]` (held transposed from PEFT's `lora_A`
+/// `[r, in]` and `lora_B` `[out, r]` so both matmuls are row-major), and DoRA's magnitude `[out]`.
+#[derive(Module, Debug)]
+pub struct LoraAdapter<B: Backend> {
+    /// `A`, `[in_features, r]`.
+    pub a: Param<Tensor<B, 2>>,
+    /// `B`, `[r, out_features]`.
+    pub b: Param<Tensor<B, 2>>,
+    /// DoRA magnitude `[out_features]`.
+    pub magnitude: Option<Param<Tensor<B, 1>>>,
+    /// Rank, alpha, dropout, variants.
+    #[module(skip)]
+    pub spec: LoraSpec,
+}
+
+/// A base layer with an adapter: `y = base(x) + scale · B(A(dropout(x)))`.
+#[derive(Module, Debug)]
+pub struct LoraLinear<B: Backend> {
+    /// The frozen base.
+    pub base: LoraBase<B>,
+    /// The adapter (`None` once merged, or when disabled).
+    pub adapter: Option<LoraAdapter<B>>,
+}
+
+impl<B: QuantBackend> LoraLinear<B> {
+    /// Wraps `base` with a fresh adapter initialised as PEFT's `init_lora_weights=True` does:
+    /// `A` kaiming-uniform with a = sqrt(5) (bound `1/sqrt(in)`), `B` zero, so the layer starts
+    /// equal to its base. DoRA's magnitude starts at the row norms of the base weight.
+    pub fn new(base: LoraBase<B>, spec: LoraSpec, device: &B::Device) -> Self {
+        let (out, inp) = base.dims();
+        let bound = 1.0 / (inp as f64).sqrt();
+        let a = Tensor::<B, 2>::random([inp, spec.r], Distribution::Uniform(-bound, bound), device);
+        let b = Tensor::<B, 2>::zeros([spec.r, out], device);
+        let magnitude = spec.use_dora.then(|| Param::from_tensor(row_norms(base.dense_weight()).detach()));
+        let base = base.no_grad();
+        Self { base, adapter: Some(LoraAdapter { a: Param::from_tensor(a), b: Param::from_tensor(b), magnitude, spec }) }
+    }
+
+    /// Wraps `base` with given adapter tensors in PEFT's layout: `lora_a` `[r, in]`, `lora_b`
+    /// `[out, r]`, DoRA `magnitude` `[out]`.
+    pub fn from_peft(base: LoraBase<B>, spec: LoraSpec, lora_a: Tensor<B, 2>, lora_b: Tensor<B, 2>, magnitude: Option<Tensor<B, 1>>) -> Self {
+        let base = base.no_grad();
+        let adapter = LoraAdapter {
+            a: Param::from_tensor(lora_a.transpose()),
+            b: Param::from_tensor(lora_b.transpose()),
+            magnitude: magnitude.map(Param::from_tensor),
+            spec,
+        };
+        Self { base, adapter: Some(adapter) }
+    }
+
+    /// `(out_features, in_features)`.
+    pub fn dims(&self) -> (usize, usize) {
+        self.base.dims()
+    }
+
+    /// Applies the layer.
+    ///
+    /// # Shapes
+    /// - `x`: `[..., in_features]` -> `[..., out_features]`
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let base = self.base.forward(x.clone());
+        let Some(ad) = &self.adapter else { return base };
+        let dims = x.dims();
+        let rows: usize = dims[..D - 1].iter().product();
+        let (out, _) = self.dims();
+        let x2: Tensor<B, 2> = x.reshape([rows, dims[D - 1]]);
+        let xd = if ad.spec.dropout > 0.0 && B::ad_enabled(&x2.device()) {
+            // Inverted dropout, as torch.nn.Dropout in training mode.
+            let keep = 1.0 - ad.spec.dropout;
+            let mask = Tensor::<B, 2>::random(x2.shape(), Distribution::Bernoulli(keep), &x2.device());
+            (x2.clone() * mask).div_scalar(keep)
+        } else {
+            x2.clone()
+        };
+        let scale = ad.spec.scale();
+        let lora = xd.clone().matmul(ad.a.val()).matmul(ad.b.val());
+        let mut out_dims = dims;
+        out_dims[D - 1] = out;
+        let delta = match &ad.magnitude {
+            None => lora.mul_scalar(scale),
+            Some(m) => {
+                // DoRA as PEFT computes it: the norm of W + scale·BA per output row, detached;
+                // result = base + (m/‖·‖ - 1) · xd Wᵀ + (m/‖·‖) · scale · lora.
+                let w = self.base.dense_weight();
+                let ba = ad.b.val().transpose().matmul(ad.a.val().transpose()).mul_scalar(scale);
+                let norm = row_norms(w.clone() + ba).detach();
+                let mag_scale = (m.val() / norm).unsqueeze::<2>();
+                let base_nobias = xd.matmul(w.transpose());
+                base_nobias * (mag_scale.clone() - 1.0) + lora.mul_scalar(scale) * mag_scale
+            }
+        };
+        base + delta.reshape(out_dims)
+    }
+}
+
+impl<B: QuantBackend> LoraLinear<B> {
+    /// Folds the adapter into a dense base: `W += scale · B·A` (DoRA: the merged row is rescaled
+    /// to the learned magnitude). Returns the merged dense layer; for a quantized base the weight
+    /// is dequantized to f32 first (the result stays dense, as PEFT's default).
+    pub fn merged(&self) -> DenseLinear<B> {
+        let (w, bias) = match &self.base {
+            LoraBase::Dense(l) => (l.weight.val().detach().transpose(), l.bias.as_ref().map(|b| b.val().detach())),
+            LoraBase::Quant(l) => (B::dequantize_weight(&l.weight).detach(), l.bias.clone()),
+        };
+        let Some(ad) = &self.adapter else { return DenseLinear::new(w.transpose(), bias) };
+        let scale = ad.spec.scale();
+        let delta = ad.b.val().detach().transpose().matmul(ad.a.val().detach().transpose()).mul_scalar(scale);
+        let mut merged = w + delta;
+        if let Some(m) = &ad.magnitude {
+            let norm = row_norms(merged.clone());
+            merged = merged * (m.val().detach() / norm).unsqueeze_dim::<2>(1);
+        }
+        DenseLinear::new(merged.transpose(), bias)
+    }
+}
+
+/// Euclidean norm of every row of `[out, in]`, `[out]`.
+fn row_norms<B: Backend>(w: Tensor<B, 2>) -> Tensor<B, 1> {
+    w.powi_scalar(2).sum_dim(1).sqrt().squeeze_dim(1)
+}
