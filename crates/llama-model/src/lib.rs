@@ -10,6 +10,7 @@
 //! - [`generate`] decodes with a [`KvCache`]; [`LlamaTokenizer`] carries the tokenizer and the
 //!   chat template; [`sequence_nll`] scores text.
 
+pub mod adapter;
 pub mod cache;
 pub mod checkpoint;
 pub mod config;
@@ -25,6 +26,8 @@ pub mod score;
 pub mod tokenizer;
 
 pub use quant::{self, QuantBackend};
+pub use peft;
+pub use adapter::load_adapter;
 pub use cache::KvCache;
 pub use checkpoint::{RandomSource, SafetensorsSource, SaveDtype, TensorSource, save_checkpoint};
 pub use config::{LlamaConfig, RopeScaling};

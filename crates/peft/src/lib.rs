@@ -7,6 +7,8 @@
 //!
 //! Knows nothing about Llama beyond module names.
 
+pub mod config;
 pub mod lora;
 
 pub use lora::{LoraAdapter, LoraBase, LoraLinear, LoraSpec};
+pub use config::{ConfigError, InitLoraWeights, LoraConfig, TargetModules};

@@ -14,6 +14,8 @@ pub enum Projection<B: Backend> {
     Dense(DenseLinear<B>),
     /// Frozen NF4 / FP4 / LLM.int8 weights (bitsandbytes layout), dequantized per call.
     Quant(QuantLinear<B>),
+    /// A dense (LoRA) or quantized (QLoRA) base with a LoRA adapter.
+    Lora(peft::LoraLinear<B>),
 }
 
 impl<B: QuantBackend> Projection<B> {
@@ -25,6 +27,7 @@ impl<B: QuantBackend> Projection<B> {
         match self {
             Projection::Dense(layer) => layer.forward(x),
             Projection::Quant(layer) => layer.forward(x),
+            Projection::Lora(layer) => layer.forward(x),
         }
     }
 }
@@ -35,12 +38,18 @@ impl<B: Backend> Projection<B> {
         match self {
             Projection::Dense(layer) => layer.dims(),
             Projection::Quant(layer) => layer.dims(),
+            Projection::Lora(layer) => layer.base.dims(),
         }
     }
 
     /// The tensors this slot holds under Hugging Face suffixes (`weight`, `bias`).
     pub fn named_tensors(&self) -> Vec<(&'static str, NamedTensor<B>)> {
         match self {
+            // The base's tensors; adapters are saved in PEFT's own files.
+            Projection::Lora(layer) => match &layer.base {
+                peft::LoraBase::Dense(d) => Projection::Dense(d.clone()).named_tensors(),
+                peft::LoraBase::Quant(q) => Projection::Quant(q.clone()).named_tensors(),
+            },
             Projection::Dense(layer) => {
                 // Hugging Face stores `[out, in]`.
                 let mut out = vec![("weight", NamedTensor::D2(layer.weight.val().transpose()))];

@@ -1,0 +1,99 @@
+//! Loading a PEFT LoRA adapter (`adapter_config.json` + `adapter_model.safetensors`) onto a model:
+//! each targeted projection becomes [`Projection::Lora`] around its dense or quantized base.
+
+use std::path::Path;
+
+use burn::prelude::*;
+use peft::{LoraBase, LoraConfig, LoraLinear};
+use quant::{DenseLinear, QuantBackend};
+use safetensors::{Dtype, SafeTensors};
+
+use crate::error::{Error, Result};
+use crate::model::Llama;
+use crate::nn::linear::Projection;
+
+/// Every projection of `model` with its Hugging Face module name.
+pub fn projections_mut<B: Backend>(model: &mut Llama<B>) -> Vec<(String, &mut Projection<B>)> {
+    let mut out = Vec::new();
+    for (l, layer) in model.layers.iter_mut().enumerate() {
+        let p = format!("model.layers.{l}");
+        let a = &mut layer.self_attn;
+        out.push((format!("{p}.self_attn.q_proj"), &mut a.q_proj));
+        out.push((format!("{p}.self_attn.k_proj"), &mut a.k_proj));
+        out.push((format!("{p}.self_attn.v_proj"), &mut a.v_proj));
+        out.push((format!("{p}.self_attn.o_proj"), &mut a.o_proj));
+        let m = &mut layer.mlp;
+        out.push((format!("{p}.mlp.gate_proj"), &mut m.gate_proj));
+        out.push((format!("{p}.mlp.up_proj"), &mut m.up_proj));
+        out.push((format!("{p}.mlp.down_proj"), &mut m.down_proj));
+    }
+    if let Some(head) = &mut model.lm_head {
+        out.push(("lm_head".into(), head));
+    }
+    out
+}
+
+fn to_f32(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
+    Some(match dtype {
+        Dtype::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        Dtype::F16 => bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        Dtype::BF16 => bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        _ => return None,
+    })
+}
+
+/// Loads the PEFT adapter in `dir` onto `model`. Every tensor of the file must be used, every
+/// targeted module must have its `lora_A` / `lora_B` (and `lora_magnitude_vector` with DoRA),
+/// with the shapes the config and the model imply.
+pub fn load_adapter<B: QuantBackend>(model: &mut Llama<B>, dir: impl AsRef<Path>) -> Result<LoraConfig> {
+    let dir = dir.as_ref();
+    let config = LoraConfig::from_file(dir).map_err(|e| Error::Config { path: e.path, message: e.message })?;
+    let path = dir.join("adapter_model.safetensors");
+    let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| Error::Safetensors { path: path.clone(), message: format!("truncated or corrupt safetensors file: {e}") })?;
+    let mut used = std::collections::HashSet::new();
+    let device = model.embed_tokens.val().device();
+    let mut take = |key: String, shape: Vec<usize>| -> Result<TensorData> {
+        let t = st.tensor(&key).map_err(|_| Error::MissingTensor { path: path.clone(), key: key.clone(), expected: shape.clone() })?;
+        if t.shape() != shape.as_slice() {
+            return Err(Error::ShapeMismatch { path: path.clone(), key, expected: shape, found: t.shape().to_vec() });
+        }
+        let values = to_f32(t.dtype(), t.data()).ok_or_else(|| Error::Safetensors {
+            path: path.clone(),
+            message: format!("tensor `{key}` has dtype {:?}; expected F32, F16 or BF16", t.dtype()),
+        })?;
+        used.insert(key);
+        Ok(TensorData::new(values, shape))
+    };
+    for (name, proj) in projections_mut(model) {
+        if !config.targets(&name) {
+            continue;
+        }
+        let spec = config.spec_for(&name);
+        let (out, inp) = proj.dims();
+        let prefix = format!("base_model.model.{name}");
+        let a = Tensor::<B, 2>::from_data(take(format!("{prefix}.lora_A.weight"), vec![spec.r, inp])?, &device);
+        let b = Tensor::<B, 2>::from_data(take(format!("{prefix}.lora_B.weight"), vec![out, spec.r])?, &device);
+        let magnitude = if spec.use_dora {
+            Some(Tensor::<B, 1>::from_data(take(format!("{prefix}.lora_magnitude_vector"), vec![out])?, &device))
+        } else {
+            None
+        };
+        let placeholder = Projection::Dense(DenseLinear::new(Tensor::zeros([1, 1], &device), None));
+        let base = match std::mem::replace(proj, placeholder) {
+            Projection::Dense(d) => LoraBase::Dense(d),
+            Projection::Quant(q) => LoraBase::Quant(q),
+            Projection::Lora(_) => {
+                return Err(Error::InvalidArgument(format!("{name} already has an adapter; load one adapter at a time")));
+            }
+        };
+        *proj = Projection::Lora(LoraLinear::from_peft(base, spec, a, b, magnitude));
+    }
+    let mut unused: Vec<String> = st.names().into_iter().filter(|k| !used.contains(*k)).map(|k| k.to_string()).collect();
+    unused.sort();
+    if let Some(first) = unused.first() {
+        return Err(Error::UnexpectedTensor { path, key: first.clone(), count: unused.len() });
+    }
+    Ok(config)
+}
