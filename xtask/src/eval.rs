@@ -16,6 +16,9 @@ pub struct Args {
     /// tiny model the repo ships).
     #[arg(long)]
     model: Option<PathBuf>,
+    /// A PEFT LoRA adapter directory (adapter_config.json + adapter_model.safetensors) to apply.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
     /// UTF-8 text (one document per non-empty line) or JSONL with a `text` field (`.jsonl`).
     #[arg(long)]
     data: PathBuf,
@@ -70,7 +73,10 @@ impl Job for Args {
         let docs = read_documents(&self.data)?;
         let tokenizer = LlamaTokenizer::from_dir(&dir)?;
         let pb = spinner(&format!("loading {}", dir.display()));
-        let model = load_pretrained::<B>(&dir, &device)?;
+        let mut model = load_pretrained::<B>(&dir, &device)?;
+        if let Some(adapter) = &self.adapter {
+            llama_model::load_adapter(&mut model, adapter)?;
+        }
         pb.finish_and_clear();
         let bos = model.config().bos_token_id.or(tokenizer.bos_token_id());
         let max_len = self.max_seq_len.unwrap_or(model.config().max_position_embeddings);

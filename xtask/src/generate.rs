@@ -16,6 +16,9 @@ pub struct Args {
     /// tiny model the repo ships).
     #[arg(long)]
     model: Option<PathBuf>,
+    /// A PEFT LoRA adapter directory (adapter_config.json + adapter_model.safetensors) to apply.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
     /// The prompt.
     #[arg(long, default_value = "Once upon a time")]
     prompt: String,
@@ -57,7 +60,10 @@ impl Job for Args {
         };
         let tokenizer = LlamaTokenizer::from_dir(&dir)?;
         let pb = spinner(&format!("loading {}", dir.display()));
-        let model = load_pretrained::<B>(&dir, &device)?;
+        let mut model = load_pretrained::<B>(&dir, &device)?;
+        if let Some(adapter) = &self.adapter {
+            llama_model::load_adapter(&mut model, adapter)?;
+        }
         pb.finish_and_clear();
         let prompt_ids = if self.chat {
             let mut messages = Vec::new();

@@ -169,3 +169,32 @@ fn eval_and_generate_run_a_checkpoint_transformers_quantized() {
         assert!(run.status.success(), "{name}: {}", String::from_utf8_lossy(&run.stderr));
     }
 }
+
+#[test]
+fn eval_and_generate_apply_a_peft_adapter() {
+    let data = fixtures().join("eval.txt");
+    let peft = fixtures().join("../../../peft/tests/fixtures");
+    let loss = |model: &PathBuf, adapter: Option<&PathBuf>| {
+        let mut args = vec!["eval", "--model", model.to_str().unwrap(), "--data", data.to_str().unwrap(), "--json"];
+        if let Some(a) = adapter {
+            args.extend(["--adapter", a.to_str().unwrap()]);
+        }
+        let out = xtask(&args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["loss"].as_f64().unwrap()
+    };
+    let base = fixtures().join("models/mha_untied");
+    let (plain, adapted) = (loss(&base, None), loss(&base, Some(&peft.join("lora_qv"))));
+    assert!(adapted.is_finite() && (adapted - plain).abs() > 1e-3, "{plain} vs {adapted}");
+    let nf4 = fixtures().join("../../../quant/tests/fixtures/models/mha_untied_nf4_dq");
+    let run = xtask(&[
+        "generate", "--model", nf4.to_str().unwrap(), "--adapter", peft.join("qlora_all_linear").to_str().unwrap(), "--prompt", "hi",
+        "--max-new-tokens", "3",
+    ]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    // A missing adapter directory is one error line naming it.
+    let bad = xtask(&["eval", "--model", base.to_str().unwrap(), "--data", data.to_str().unwrap(), "--adapter", "/nonexistent/adapter"]);
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("/nonexistent/adapter") && stderr.trim().lines().count() == 1, "{stderr}");
+}
