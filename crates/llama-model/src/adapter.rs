@@ -97,3 +97,113 @@ pub fn load_adapter<B: QuantBackend>(model: &mut Llama<B>, dir: impl AsRef<Path>
     }
     Ok(config)
 }
+
+/// Wraps every projection that `config` targets with a fresh adapter (PEFT's initialisation:
+/// A kaiming-uniform, B zero, so the model starts equal to its base; DoRA's magnitude from the
+/// base weight norms). Dense bases give LoRA, quantized bases QLoRA.
+pub fn apply_lora<B: QuantBackend>(model: &mut Llama<B>, config: &LoraConfig, seed: u64) -> Result<()> {
+    let device = model.embed_tokens.val().device();
+    B::seed(&device, seed);
+    for (name, proj) in projections_mut(model) {
+        if !config.targets(&name) {
+            continue;
+        }
+        let spec = config.spec_for(&name);
+        let placeholder = Projection::Dense(DenseLinear::new(Tensor::zeros([1, 1], &device), None));
+        let base = match std::mem::replace(proj, placeholder) {
+            Projection::Dense(d) => LoraBase::Dense(d),
+            Projection::Quant(q) => LoraBase::Quant(q),
+            Projection::Lora(_) => return Err(Error::InvalidArgument(format!("{name} already has an adapter"))),
+        };
+        *proj = Projection::Lora(LoraLinear::new(base, spec, &device));
+    }
+    Ok(())
+}
+
+/// `(trainable, total)` parameter counts, as PEFT's `print_trainable_parameters` reports them:
+/// trainable = adapter parameters; total = every float parameter plus the logical number of
+/// values of each quantized weight.
+pub fn parameter_counts<B: QuantBackend>(model: &Llama<B>) -> (usize, usize) {
+    use burn::module::Module;
+    let (mut trainable, mut quantized) = (0usize, 0usize);
+    let layers = model.layers.iter().flat_map(|l| {
+        [&l.self_attn.q_proj, &l.self_attn.k_proj, &l.self_attn.v_proj, &l.self_attn.o_proj, &l.mlp.gate_proj, &l.mlp.up_proj, &l.mlp.down_proj]
+    });
+    for p in layers.chain(model.lm_head.iter()) {
+        let quant_dims = match p {
+            Projection::Lora(l) => {
+                trainable += l.adapter.as_ref().map_or(0, |a| a.num_params());
+                match &l.base {
+                    LoraBase::Quant(q) => Some(q.dims()),
+                    LoraBase::Dense(_) => None,
+                }
+            }
+            Projection::Quant(q) => Some(q.dims()),
+            Projection::Dense(_) => None,
+        };
+        if let Some((o, i)) = quant_dims {
+            quantized += o * i;
+        }
+    }
+    (trainable, model.num_params() + quantized)
+}
+
+/// Writes the model's adapters in PEFT's format: `adapter_config.json` (from `config`, with
+/// `base_model_name_or_path` when given) and `adapter_model.safetensors` with PEFT's key names
+/// and layouts (`lora_A.weight` `[r, in]`, `lora_B.weight` `[out, r]`, `lora_magnitude_vector`
+/// `[out]`), each file written to a temporary name and renamed.
+pub fn save_adapter<B: QuantBackend>(model: &Llama<B>, config: &LoraConfig, dir: impl AsRef<Path>) -> Result<()> {
+    let dir = dir.as_ref();
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    let f32_bytes = |t: TensorData| -> Vec<u8> { t.convert::<f32>().as_slice::<f32>().map(|v| v.iter().flat_map(|x| x.to_le_bytes()).collect()).unwrap_or_default() };
+    let mut names = Vec::new();
+    let layers = model.layers.iter().enumerate().flat_map(|(l, layer)| {
+        let a = &layer.self_attn;
+        let m = &layer.mlp;
+        [
+            (format!("model.layers.{l}.self_attn.q_proj"), &a.q_proj),
+            (format!("model.layers.{l}.self_attn.k_proj"), &a.k_proj),
+            (format!("model.layers.{l}.self_attn.v_proj"), &a.v_proj),
+            (format!("model.layers.{l}.self_attn.o_proj"), &a.o_proj),
+            (format!("model.layers.{l}.mlp.gate_proj"), &m.gate_proj),
+            (format!("model.layers.{l}.mlp.up_proj"), &m.up_proj),
+            (format!("model.layers.{l}.mlp.down_proj"), &m.down_proj),
+        ]
+    });
+    for (name, p) in layers.chain(model.lm_head.iter().map(|h| ("lm_head".to_string(), h))) {
+        let Projection::Lora(l) = p else { continue };
+        let Some(ad) = &l.adapter else { continue };
+        let prefix = format!("base_model.model.{name}");
+        let a = ad.a.val().transpose();
+        let b = ad.b.val().transpose();
+        tensors.push((format!("{prefix}.lora_A.weight"), a.dims().to_vec(), f32_bytes(a.into_data())));
+        tensors.push((format!("{prefix}.lora_B.weight"), b.dims().to_vec(), f32_bytes(b.into_data())));
+        if let Some(m) = &ad.magnitude {
+            let m = m.val();
+            tensors.push((format!("{prefix}.lora_magnitude_vector"), m.dims().to_vec(), f32_bytes(m.into_data())));
+        }
+        names.push(name.rsplit('.').next().unwrap_or(&name).to_string());
+    }
+    names.sort();
+    names.dedup();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(k, s, d)| {
+            let v = safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), d)
+                .map_err(|e| Error::InvalidArgument(format!("{k}: {e}")))?;
+            Ok((k.clone(), v))
+        })
+        .collect::<Result<_>>()?;
+    let path = dir.join("adapter_model.safetensors");
+    let tmp = dir.join("adapter_model.safetensors.tmp");
+    let meta = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
+    safetensors::serialize_to_file(views, Some(meta), &tmp).map_err(|e| Error::Safetensors { path: path.clone(), message: e.to_string() })?;
+    std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+    let cfg = config.to_peft_json(&names);
+    let path = dir.join("adapter_config.json");
+    let tmp = dir.join("adapter_config.json.tmp");
+    let text = serde_json::to_string_pretty(&cfg).map_err(|source| Error::Json { path: path.clone(), source })?;
+    std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
+}

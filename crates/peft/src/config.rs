@@ -186,4 +186,32 @@ impl LoraConfig {
         let alpha = self.alpha_pattern.iter().find(|(k, _)| matches(k)).map_or(self.lora_alpha, |(_, &a)| a);
         LoraSpec { r, alpha, dropout: self.lora_dropout, use_rslora: self.use_rslora, use_dora: self.use_dora }
     }
+
+    /// The `adapter_config.json` PEFT writes for this configuration (`target_modules` resolved to
+    /// the module names actually adapted, as PEFT does for `"all-linear"`).
+    pub fn to_peft_json(&self, adapted: &[String]) -> Value {
+        let init = match self.init_lora_weights {
+            InitLoraWeights::Default => Value::Bool(true),
+            InitLoraWeights::Random => Value::Bool(false),
+            InitLoraWeights::Gaussian => Value::String("gaussian".into()),
+        };
+        serde_json::json!({
+            "alpha_pattern": self.alpha_pattern,
+            "base_model_name_or_path": self.base_model_name_or_path,
+            "bias": "none",
+            "fan_in_fan_out": false,
+            "inference_mode": true,
+            "init_lora_weights": init,
+            "lora_alpha": self.lora_alpha,
+            "lora_dropout": self.lora_dropout,
+            "modules_to_save": null,
+            "peft_type": "LORA",
+            "r": self.r,
+            "rank_pattern": self.rank_pattern,
+            "target_modules": adapted,
+            "task_type": "CAUSAL_LM",
+            "use_dora": self.use_dora,
+            "use_rslora": self.use_rslora,
+        })
+    }
 }
