@@ -5,6 +5,7 @@ mod backend;
 mod bench_model;
 mod eval;
 mod generate;
+mod merge;
 mod quantize;
 mod random_model;
 
@@ -26,6 +27,8 @@ enum Command {
     Eval(eval::Args),
     /// Write a checkpoint of random weights in a preset shape (for benches and tests).
     RandomModel(random_model::Args),
+    /// Fold a PEFT adapter into its base and write a full checkpoint.
+    Merge(merge::Args),
     /// Quantize a float checkpoint to NF4 / FP4 / LLM.int8 (bitsandbytes layout transformers loads).
     Quantize(quantize::Args),
     /// Measure load peak RSS, forward tokens/s and generation tokens/s of a checkpoint.
@@ -40,6 +43,7 @@ fn main() {
         Command::RandomModel(args) => random_model::run(args),
         Command::BenchModel(args) => backend::dispatch(args),
         Command::Quantize(args) => quantize::run(args),
+        Command::Merge(args) => merge::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -198,3 +198,26 @@ fn eval_and_generate_apply_a_peft_adapter() {
     assert_eq!(bad.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("/nonexistent/adapter") && stderr.trim().lines().count() == 1, "{stderr}");
 }
+
+#[test]
+fn merge_writes_a_dense_checkpoint_with_the_adapter_loss() {
+    let data = fixtures().join("eval.txt");
+    let base = fixtures().join("models/mha_untied");
+    let adapter = fixtures().join("../../../peft/tests/fixtures/lora_qv");
+    let out = std::env::temp_dir().join(format!("xtask-merge-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let run = xtask(&["merge", "--model", base.to_str().unwrap(), "--adapter", adapter.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(out.join("tokenizer.json").is_file());
+    let eval = |args: &[&str]| {
+        let mut all = vec!["eval", "--data", data.to_str().unwrap(), "--json"];
+        all.extend(args);
+        let o = xtask(&all);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["loss"].as_f64().unwrap()
+    };
+    let merged = eval(&["--model", out.to_str().unwrap()]);
+    let adapted = eval(&["--model", base.to_str().unwrap(), "--adapter", adapter.to_str().unwrap()]);
+    assert!(((merged - adapted) / adapted).abs() < 1e-5, "{merged} vs {adapted}");
+    std::fs::remove_dir_all(&out).unwrap();
+}

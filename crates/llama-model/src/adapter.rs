@@ -207,3 +207,30 @@ pub fn save_adapter<B: QuantBackend>(model: &Llama<B>, config: &LoraConfig, dir:
     std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
     std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
 }
+
+/// PEFT's `merge_and_unload`: every adapter is folded into its base (`W + scale·B·A`, DoRA
+/// rescaled), which becomes a dense layer. With `dequantize_rest`, quantized projections without
+/// an adapter are dequantized too, so the model is fully dense (its `quantization_config` is
+/// dropped) and saves as a plain float checkpoint. Returns how many adapters were merged.
+pub fn merge_adapters<B: QuantBackend>(model: &mut Llama<B>, dequantize_rest: bool) -> usize {
+    let mut merged = 0;
+    for (_, proj) in projections_mut(model) {
+        let dense = match &*proj {
+            Projection::Lora(l) => {
+                merged += 1;
+                Some(l.merged())
+            }
+            Projection::Quant(q) if dequantize_rest => {
+                Some(DenseLinear::new(B::dequantize_weight(&q.weight).transpose(), q.bias.clone()))
+            }
+            _ => None,
+        };
+        if let Some(d) = dense {
+            *proj = Projection::Dense(d);
+        }
+    }
+    if dequantize_rest {
+        model.clear_quantization();
+    }
+    merged
+}

@@ -176,6 +176,11 @@ impl<B: QuantBackend> Llama<B> {
         }
     }
 
+    /// Forgets the `quantization_config` (after every projection was made dense).
+    pub fn clear_quantization(&mut self) {
+        self.config.quantization = None;
+    }
+
     /// The configuration the model was built from.
     pub fn config(&self) -> &LlamaConfig {
         &self.config

@@ -128,3 +128,27 @@ fn fresh_adapters_start_at_the_base_and_count_like_peft() {
     assert_eq!(trainable, 2 * 2 * (4 * 64 + 64 * 4));
     assert_eq!(total, total_before + trainable);
 }
+
+#[test]
+fn merged_checkpoints_reload_to_the_adapter_logits() {
+    type B = burn_flex::Flex;
+    for name in CASES {
+        let dir = fixture(name);
+        let cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("adapter_config.json")).unwrap()).unwrap();
+        let base = root().join(cfg["base_model_name_or_path"].as_str().unwrap());
+        let mut model = load_pretrained::<B>(&base, &Default::default()).unwrap();
+        load_adapter(&mut model, &dir).unwrap();
+        let merged = llama_model::merge_adapters(&mut model, true);
+        assert!(merged > 0);
+        assert!(model.config().quantization.is_none(), "{name}: fully dense after merging");
+        let out = std::env::temp_dir().join(format!("merged-{name}-{}", std::process::id()));
+        llama_model::save_checkpoint(&model, &out, llama_model::SaveDtype::F32, None).unwrap();
+        let reloaded = load_pretrained::<B>(&out, &Default::default()).unwrap();
+        let expected = std::fs::read(dir.join("expected.safetensors")).unwrap();
+        // Against PEFT's adapter logits (for 4-bit bases the merge happens on the dequantized weight).
+        let diff = max_abs_diff(&logits(&reloaded, &expected), &f32s(&tensor(&expected, "logits").0));
+        eprintln!("{name}: merged + saved + reloaded vs PEFT adapter logits {diff:e}");
+        assert!(diff <= 1e-4, "{name}: {diff}");
+        std::fs::remove_dir_all(&out).unwrap();
+    }
+}
