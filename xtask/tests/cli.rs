@@ -221,3 +221,23 @@ fn merge_writes_a_dense_checkpoint_with_the_adapter_loss() {
     assert!(((merged - adapted) / adapted).abs() < 1e-5, "{merged} vs {adapted}");
     std::fs::remove_dir_all(&out).unwrap();
 }
+
+#[test]
+fn eval_with_a_peft_adapter_gives_peft_loss() {
+    let data = fixtures().join("eval.txt");
+    let root = fixtures().join("../../../..");
+    let peft_dir = root.join("crates/peft/tests/fixtures");
+    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(peft_dir.join("fixtures.json")).unwrap()).unwrap();
+    for (name, case) in summary["cases"].as_object().unwrap() {
+        let base = root.join(case["base"].as_str().unwrap());
+        let adapter = peft_dir.join(name);
+        let out = xtask(&[
+            "eval", "--model", base.to_str().unwrap(), "--adapter", adapter.to_str().unwrap(), "--data", data.to_str().unwrap(), "--json",
+        ]);
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let (loss, want) = (got["loss"].as_f64().unwrap(), case["eval"]["loss"].as_f64().unwrap());
+        assert_eq!(got["tokens"], case["eval"]["tokens"], "{name}");
+        assert!(((loss - want) / want).abs() <= 1e-5, "{name}: {loss} vs PEFT {want}");
+    }
+}
