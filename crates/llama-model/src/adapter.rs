@@ -115,7 +115,7 @@ pub fn apply_lora<B: QuantBackend>(model: &mut Llama<B>, config: &LoraConfig, se
             Projection::Quant(q) => LoraBase::Quant(q),
             Projection::Lora(_) => return Err(Error::InvalidArgument(format!("{name} already has an adapter"))),
         };
-        *proj = Projection::Lora(LoraLinear::new(base, spec, &device));
+        *proj = Projection::Lora(LoraLinear::with_init(base, spec, config.init_lora_weights, &device));
     }
     Ok(())
 }

@@ -98,10 +98,26 @@ impl<B: QuantBackend> LoraLinear<B> {
     /// `A` kaiming-uniform with a = sqrt(5) (bound `1/sqrt(in)`), `B` zero, so the layer starts
     /// equal to its base. DoRA's magnitude starts at the row norms of the base weight.
     pub fn new(base: LoraBase<B>, spec: LoraSpec, device: &B::Device) -> Self {
+        Self::with_init(base, spec, crate::InitLoraWeights::Default, device)
+    }
+
+    /// [`LoraLinear::new`] with PEFT's other initialisations: `"gaussian"` draws `A` from
+    /// N(0, 1/r) with `B` zero; `false` leaves both as `nn.Linear` initialises them
+    /// (kaiming-uniform, bound `1/sqrt(fan_in)`), so the adapter is not zero.
+    pub fn with_init(base: LoraBase<B>, spec: LoraSpec, init: crate::InitLoraWeights, device: &B::Device) -> Self {
         let (out, inp) = base.dims();
         let bound = 1.0 / (inp as f64).sqrt();
-        let a = Tensor::<B, 2>::random([inp, spec.r], Distribution::Uniform(-bound, bound), device);
-        let b = Tensor::<B, 2>::zeros([spec.r, out], device);
+        let a = match init {
+            crate::InitLoraWeights::Gaussian => Tensor::<B, 2>::random([inp, spec.r], Distribution::Normal(0.0, 1.0 / spec.r as f64), device),
+            _ => Tensor::<B, 2>::random([inp, spec.r], Distribution::Uniform(-bound, bound), device),
+        };
+        let b = match init {
+            crate::InitLoraWeights::Random => {
+                let bound_b = 1.0 / (spec.r as f64).sqrt();
+                Tensor::<B, 2>::random([spec.r, out], Distribution::Uniform(-bound_b, bound_b), device)
+            }
+            _ => Tensor::<B, 2>::zeros([spec.r, out], device),
+        };
         let magnitude = spec.use_dora.then(|| Param::from_tensor(row_norms(base.dense_weight()).detach()));
         let base = base.no_grad();
         Self { base, adapter: Some(LoraAdapter { a: Param::from_tensor(a), b: Param::from_tensor(b), magnitude, spec }) }

@@ -84,3 +84,18 @@ fn only_the_adapter_gets_gradients() {
         assert_eq!(total, trainable + 32 * 16 + 16);
     }
 }
+
+#[test]
+fn gaussian_and_random_initialisations() {
+    let device = Default::default();
+    let x = Tensor::<B, 2>::random([3, 64], Distribution::Normal(0.0, 1.0), &device);
+    let base = dense::<B>(48, 64, 5, &device);
+    let want = base.forward(x.clone()).into_data();
+    let g = LoraLinear::with_init(LoraBase::Dense(base.clone()), spec(16, 16.0, false, false), peft::InitLoraWeights::Gaussian, &device);
+    assert_eq!(g.forward(x.clone()).into_data(), want, "gaussian keeps B = 0");
+    let a: Vec<f32> = g.adapter.as_ref().unwrap().a.val().into_data().to_vec().unwrap();
+    let std = (a.iter().map(|v| v * v).sum::<f32>() / a.len() as f32).sqrt();
+    assert!((std - 1.0 / 16.0).abs() < 0.01, "A ~ N(0, 1/r): std {std}");
+    let r = LoraLinear::with_init(LoraBase::Dense(base), spec(16, 16.0, false, false), peft::InitLoraWeights::Random, &device);
+    assert_ne!(r.forward(x).into_data(), want, "init_lora_weights=false: B is random");
+}
