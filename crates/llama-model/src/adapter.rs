@@ -42,10 +42,25 @@ fn to_f32(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
     })
 }
 
-/// Loads the PEFT adapter in `dir` onto `model`. Every tensor of the file must be used, every
-/// targeted module must have its `lora_A` / `lora_B` (and `lora_magnitude_vector` with DoRA),
-/// with the shapes the config and the model imply.
+/// Loads the PEFT adapter in `dir` onto `model` as the adapter `"default"`. Every tensor of the
+/// file must be used, every targeted module must have its `lora_A` / `lora_B` (and
+/// `lora_magnitude_vector` with DoRA), with the shapes the config and the model imply.
 pub fn load_adapter<B: QuantBackend>(model: &mut Llama<B>, dir: impl AsRef<Path>) -> Result<LoraConfig> {
+    load_named_adapter(model, dir, "default")
+}
+
+/// Activates the adapter `name` on every projection (`None` disables adapters: the base model's
+/// output). Projections that lack that adapter run their base.
+pub fn set_active_adapter<B: Backend>(model: &mut Llama<B>, name: Option<&str>) {
+    for (_, proj) in projections_mut(model) {
+        if let Projection::Lora(l) = proj {
+            l.set_active(name);
+        }
+    }
+}
+
+/// [`load_adapter`] under `name`, beside adapters already loaded; it becomes the active one.
+pub fn load_named_adapter<B: QuantBackend>(model: &mut Llama<B>, dir: impl AsRef<Path>, adapter_name: &str) -> Result<LoraConfig> {
     let dir = dir.as_ref();
     let config = LoraConfig::from_file(dir).map_err(|e| Error::Config { path: e.path, message: e.message })?;
     let path = dir.join("adapter_model.safetensors");
@@ -80,16 +95,23 @@ pub fn load_adapter<B: QuantBackend>(model: &mut Llama<B>, dir: impl AsRef<Path>
         } else {
             None
         };
+        if let Projection::Lora(l) = proj {
+            l.add_peft_adapter(adapter_name, spec, a, b, magnitude);
+            continue;
+        }
         let placeholder = Projection::Dense(DenseLinear::new(Tensor::zeros([1, 1], &device), None));
         let base = match std::mem::replace(proj, placeholder) {
             Projection::Dense(d) => LoraBase::Dense(d),
             Projection::Quant(q) => LoraBase::Quant(q),
-            Projection::Lora(_) => {
-                return Err(Error::InvalidArgument(format!("{name} already has an adapter; load one adapter at a time")));
-            }
+            Projection::Lora(_) => unreachable!("handled above"),
         };
-        *proj = Projection::Lora(LoraLinear::from_peft(base, spec, a, b, magnitude));
+        let mut layer = LoraLinear::from_peft(base, spec, a, b, magnitude);
+        if adapter_name != "default" {
+            layer.adapters[0].name = adapter_name.to_string();
+        }
+        *proj = Projection::Lora(layer);
     }
+    set_active_adapter(model, Some(adapter_name));
     let mut unused: Vec<String> = st.names().into_iter().filter(|k| !used.contains(*k)).map(|k| k.to_string()).collect();
     unused.sort();
     if let Some(first) = unused.first() {
@@ -132,7 +154,7 @@ pub fn parameter_counts<B: QuantBackend>(model: &Llama<B>) -> (usize, usize) {
     for p in layers.chain(model.lm_head.iter()) {
         let quant_dims = match p {
             Projection::Lora(l) => {
-                trainable += l.adapter.as_ref().map_or(0, |a| a.num_params());
+                trainable += l.adapters.iter().map(|a| a.num_params()).sum::<usize>();
                 match &l.base {
                     LoraBase::Quant(q) => Some(q.dims()),
                     LoraBase::Dense(_) => None,
@@ -173,7 +195,7 @@ pub fn save_adapter<B: QuantBackend>(model: &Llama<B>, config: &LoraConfig, dir:
     });
     for (name, p) in layers.chain(model.lm_head.iter().map(|h| ("lm_head".to_string(), h))) {
         let Projection::Lora(l) = p else { continue };
-        let Some(ad) = &l.adapter else { continue };
+        let Some(ad) = l.active_adapter() else { continue };
         let prefix = format!("base_model.model.{name}");
         let a = ad.a.val().transpose();
         let b = ad.b.val().transpose();

@@ -27,7 +27,7 @@ pub mod tokenizer;
 
 pub use quant::{self, QuantBackend};
 pub use peft;
-pub use adapter::{apply_lora, load_adapter, merge_adapters, parameter_counts, save_adapter};
+pub use adapter::{apply_lora, load_adapter, load_named_adapter, merge_adapters, parameter_counts, save_adapter, set_active_adapter};
 pub use cache::KvCache;
 pub use checkpoint::{RandomSource, SafetensorsSource, SaveDtype, TensorSource, save_checkpoint};
 pub use config::{LlamaConfig, RopeScaling};

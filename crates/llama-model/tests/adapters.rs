@@ -152,3 +152,25 @@ fn merged_checkpoints_reload_to_the_adapter_logits() {
         std::fs::remove_dir_all(&out).unwrap();
     }
 }
+
+#[test]
+fn several_adapters_switch_and_disable() {
+    type B = burn_flex::Flex;
+    let base = root().join("crates/llama-model/tests/fixtures/models/mha_untied");
+    let mut model = load_pretrained::<B>(&base, &Default::default()).unwrap();
+    let (exp_a, exp_b) = (std::fs::read(fixture("lora_qv").join("expected.safetensors")).unwrap(), std::fs::read(fixture("dora_attn").join("expected.safetensors")).unwrap());
+    let plain = logits(&model, &exp_a);
+    llama_model::load_named_adapter(&mut model, fixture("lora_qv"), "qv").unwrap();
+    llama_model::load_named_adapter(&mut model, fixture("dora_attn"), "dora").unwrap();
+    let check = |model: &Llama<B>, exp: &[u8], what: &str| {
+        let diff = max_abs_diff(&logits(model, exp), &f32s(&tensor(exp, "logits").0));
+        assert!(diff <= 1e-4, "{what}: {diff}");
+    };
+    check(&model, &exp_b, "the last loaded adapter is active");
+    llama_model::set_active_adapter(&mut model, Some("qv"));
+    check(&model, &exp_a, "switched to qv");
+    llama_model::set_active_adapter(&mut model, None);
+    assert_eq!(logits(&model, &exp_a), plain, "disabled: the base model's output exactly");
+    llama_model::set_active_adapter(&mut model, Some("dora"));
+    check(&model, &exp_b, "back to dora");
+}

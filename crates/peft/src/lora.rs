@@ -82,6 +82,9 @@ pub struct LoraAdapter<B: Backend> {
     /// Rank, alpha, dropout, variants.
     #[module(skip)]
     pub spec: LoraSpec,
+    /// Adapter name (PEFT's `adapter_name`; `"default"` unless several are loaded).
+    #[module(skip)]
+    pub name: String,
 }
 
 /// A base layer with an adapter: `y = base(x) + scale · B(A(dropout(x)))`.
@@ -89,8 +92,38 @@ pub struct LoraAdapter<B: Backend> {
 pub struct LoraLinear<B: Backend> {
     /// The frozen base.
     pub base: LoraBase<B>,
-    /// The adapter (`None` once merged, or when disabled).
-    pub adapter: Option<LoraAdapter<B>>,
+    /// The adapters this layer holds (several may be loaded; one is active at a time).
+    pub adapters: Vec<LoraAdapter<B>>,
+    /// Index of the active adapter; `None` runs the base alone (adapters disabled).
+    #[module(skip)]
+    pub active: Option<usize>,
+}
+
+impl<B: Backend> LoraLinear<B> {
+    /// The active adapter, if any.
+    pub fn active_adapter(&self) -> Option<&LoraAdapter<B>> {
+        self.active.and_then(|i| self.adapters.get(i))
+    }
+
+    /// Activates the adapter called `name` (`None`, or a name this layer lacks, disables them).
+    pub fn set_active(&mut self, name: Option<&str>) {
+        self.active = name.and_then(|n| self.adapters.iter().position(|a| a.name == n));
+    }
+
+    /// Adds an adapter given in PEFT's layout (`lora_a` `[r, in]`, `lora_b` `[out, r]`) and makes
+    /// it active. A name already present is replaced.
+    pub fn add_peft_adapter(&mut self, name: &str, spec: LoraSpec, lora_a: Tensor<B, 2>, lora_b: Tensor<B, 2>, magnitude: Option<Tensor<B, 1>>) {
+        let adapter = LoraAdapter {
+            a: Param::from_tensor(lora_a.transpose()),
+            b: Param::from_tensor(lora_b.transpose()),
+            magnitude: magnitude.map(Param::from_tensor),
+            spec,
+            name: name.to_string(),
+        };
+        self.adapters.retain(|a| a.name != name);
+        self.adapters.push(adapter);
+        self.active = Some(self.adapters.len() - 1);
+    }
 }
 
 impl<B: QuantBackend> LoraLinear<B> {
@@ -120,20 +153,16 @@ impl<B: QuantBackend> LoraLinear<B> {
         };
         let magnitude = spec.use_dora.then(|| Param::from_tensor(row_norms(base.dense_weight()).detach()));
         let base = base.no_grad();
-        Self { base, adapter: Some(LoraAdapter { a: Param::from_tensor(a), b: Param::from_tensor(b), magnitude, spec }) }
+        let adapter = LoraAdapter { a: Param::from_tensor(a), b: Param::from_tensor(b), magnitude, spec, name: "default".into() };
+        Self { base, adapters: vec![adapter], active: Some(0) }
     }
 
     /// Wraps `base` with given adapter tensors in PEFT's layout: `lora_a` `[r, in]`, `lora_b`
     /// `[out, r]`, DoRA `magnitude` `[out]`.
     pub fn from_peft(base: LoraBase<B>, spec: LoraSpec, lora_a: Tensor<B, 2>, lora_b: Tensor<B, 2>, magnitude: Option<Tensor<B, 1>>) -> Self {
-        let base = base.no_grad();
-        let adapter = LoraAdapter {
-            a: Param::from_tensor(lora_a.transpose()),
-            b: Param::from_tensor(lora_b.transpose()),
-            magnitude: magnitude.map(Param::from_tensor),
-            spec,
-        };
-        Self { base, adapter: Some(adapter) }
+        let mut layer = Self { base: base.no_grad(), adapters: Vec::new(), active: None };
+        layer.add_peft_adapter("default", spec, lora_a, lora_b, magnitude);
+        layer
     }
 
     /// `(out_features, in_features)`.
@@ -147,7 +176,7 @@ impl<B: QuantBackend> LoraLinear<B> {
     /// - `x`: `[..., in_features]` -> `[..., out_features]`
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let base = self.base.forward(x.clone());
-        let Some(ad) = &self.adapter else { return base };
+        let Some(ad) = self.active_adapter() else { return base };
         let dims = x.dims();
         let rows: usize = dims[..D - 1].iter().product();
         let (out, _) = self.dims();
@@ -182,7 +211,7 @@ impl<B: QuantBackend> LoraLinear<B> {
 }
 
 impl<B: QuantBackend> LoraLinear<B> {
-    /// Folds the adapter into a dense base: `W += scale · B·A` (DoRA: the merged row is rescaled
+    /// Folds the active adapter into a dense base: `W += scale · B·A` (DoRA: the merged row is rescaled
     /// to the learned magnitude). Returns the merged dense layer; for a quantized base the weight
     /// is dequantized to f32 first (the result stays dense, as PEFT's default).
     pub fn merged(&self) -> DenseLinear<B> {
@@ -190,7 +219,7 @@ impl<B: QuantBackend> LoraLinear<B> {
             LoraBase::Dense(l) => (l.weight.val().detach().transpose(), l.bias.as_ref().map(|b| b.val().detach())),
             LoraBase::Quant(l) => (B::dequantize_weight(&l.weight).detach(), l.bias.clone()),
         };
-        let Some(ad) = &self.adapter else { return DenseLinear::new(w.transpose(), bias) };
+        let Some(ad) = self.active_adapter() else { return DenseLinear::new(w.transpose(), bias) };
         let scale = ad.spec.scale();
         let delta = ad.b.val().detach().transpose().matmul(ad.a.val().detach().transpose()).mul_scalar(scale);
         let mut merged = w + delta;

@@ -74,7 +74,7 @@ fn only_the_adapter_gets_gradients() {
         let trainable = 4 * 32 + 4 * 16 + if dora { 16 } else { 0 };
         let x = Tensor::<A, 2>::random([3, 32], Distribution::Normal(0.0, 1.0), &device);
         let grads = layer.forward(x).sum().backward();
-        let ad = layer.adapter.as_ref().unwrap();
+        let ad = layer.active_adapter().unwrap();
         assert!(ad.a.val().grad(&grads).is_some() && ad.b.val().grad(&grads).is_some());
         assert_eq!(ad.magnitude.as_ref().map(|m| m.val().grad(&grads).is_some()), dora.then_some(true));
         let LoraBase::Dense(base) = &layer.base else { unreachable!() };
@@ -93,7 +93,7 @@ fn gaussian_and_random_initialisations() {
     let want = base.forward(x.clone()).into_data();
     let g = LoraLinear::with_init(LoraBase::Dense(base.clone()), spec(16, 16.0, false, false), peft::InitLoraWeights::Gaussian, &device);
     assert_eq!(g.forward(x.clone()).into_data(), want, "gaussian keeps B = 0");
-    let a: Vec<f32> = g.adapter.as_ref().unwrap().a.val().into_data().to_vec().unwrap();
+    let a: Vec<f32> = g.active_adapter().unwrap().a.val().into_data().to_vec().unwrap();
     let std = (a.iter().map(|v| v * v).sum::<f32>() / a.len() as f32).sqrt();
     assert!((std - 1.0 / 16.0).abs() < 0.01, "A ~ N(0, 1/r): std {std}");
     let r = LoraLinear::with_init(LoraBase::Dense(base), spec(16, 16.0, false, false), peft::InitLoraWeights::Random, &device);
