@@ -19,10 +19,14 @@ fn matmul<B: Backend>(c: &mut Criterion, backend: &str) {
         let a = Tensor::<B, 2>::random([m, k], Distribution::Normal(0.0, 1.0), &device);
         let w = Tensor::<B, 2>::random([k, n], Distribution::Normal(0.0, 1.0), &device);
         group.throughput(Throughput::Elements((2 * m * k * n) as u64));
-        group.bench_with_input(BenchmarkId::new(name, format!("{m}x{k}x{n}")), &(), |bench, _| {
-            // Reading the result back waits for the backend.
-            bench.iter(|| a.clone().matmul(w.clone()).into_data())
-        });
+        group.bench_with_input(
+            BenchmarkId::new(name, format!("{m}x{k}x{n}")),
+            &(),
+            |bench, _| {
+                // Reading the result back waits for the backend.
+                bench.iter(|| a.clone().matmul(w.clone()).into_data())
+            },
+        );
     }
     group.finish();
 }

@@ -4,7 +4,10 @@
 //! `cargo bench -p benches --bench quant_precision` prints a markdown table (values, not timings;
 //! the codecs are bit-identical to bitsandbytes, see crates/quant/tests/codecs.rs).
 
-use quant::{Absmax, QuantType, dequantize_4bit, int8_vectorwise_dequant, int8_vectorwise_quant, quantize_4bit};
+use quant::{
+    Absmax, QuantType, dequantize_4bit, int8_vectorwise_dequant, int8_vectorwise_quant,
+    quantize_4bit,
+};
 
 /// Deterministic N(0, std) samples (xorshift + Box-Muller), so the table is reproducible.
 fn gaussian(n: usize, std: f32, mut seed: u64) -> Vec<f32> {
@@ -33,12 +36,31 @@ fn main() {
     let n = rows * cols;
     let w = gaussian(n, 0.02, 0x5eed);
     let mut table = vec![
-        Row { name: "f32", bits: 32.0, recon: w.clone() },
-        Row { name: "bf16", bits: 16.0, recon: w.iter().map(|&v| half::bf16::from_f32(v).to_f32()).collect() },
-        Row { name: "f16", bits: 16.0, recon: w.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect() },
+        Row {
+            name: "f32",
+            bits: 32.0,
+            recon: w.clone(),
+        },
+        Row {
+            name: "bf16",
+            bits: 16.0,
+            recon: w
+                .iter()
+                .map(|&v| half::bf16::from_f32(v).to_f32())
+                .collect(),
+        },
+        Row {
+            name: "f16",
+            bits: 16.0,
+            recon: w.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect(),
+        },
     ];
     let q8 = int8_vectorwise_quant(&w, rows, cols, 0.0).expect("finite weights");
-    table.push(Row { name: "int8 (row-wise, SCB)", bits: 8.0 + 32.0 / cols as f64, recon: int8_vectorwise_dequant(&q8) });
+    table.push(Row {
+        name: "int8 (row-wise, SCB)",
+        bits: 8.0 + 32.0 / cols as f64,
+        recon: int8_vectorwise_dequant(&q8),
+    });
     for (name, qt, dq) in [
         ("fp4 (blocks of 64)", QuantType::Fp4, false),
         ("nf4 (blocks of 64)", QuantType::Nf4, false),
@@ -50,7 +72,11 @@ fn main() {
             Absmax::Nested(nq) => nq.codes.len() + 4 * nq.scales.len() + 4,
         };
         let bits = 8.0 * (q.packed.len() + extra_bytes) as f64 / n as f64;
-        table.push(Row { name, bits, recon: dequantize_4bit(&q).expect("consistent") });
+        table.push(Row {
+            name,
+            bits,
+            recon: dequantize_4bit(&q).expect("consistent"),
+        });
     }
     let signal: f64 = w.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>() / n as f64;
     println!("weights: {rows} x {cols}, N(0, 0.02), seed 0x5eed\n");
@@ -64,7 +90,14 @@ fn main() {
             max = max.max(e.abs());
         }
         let mse = se / n as f64;
-        let snr = if mse == 0.0 { f64::INFINITY } else { 10.0 * (signal / mse).log10() };
-        println!("| {} | {:.3} | {:.3e} | {:.3e} | {:.1} |", r.name, r.bits, mse, max, snr);
+        let snr = if mse == 0.0 {
+            f64::INFINITY
+        } else {
+            10.0 * (signal / mse).log10()
+        };
+        println!(
+            "| {} | {:.3} | {:.3e} | {:.3e} | {:.1} |",
+            r.name, r.bits, mse, max, snr
+        );
     }
 }

@@ -33,21 +33,27 @@ pub trait Job {
 pub fn dispatch<J: Job>(job: J) -> Result<J::Output> {
     match job.device() {
         DeviceArg::Cpu => job.run::<burn_flex::Flex>(Default::default()),
-        DeviceArg::Ndarray => job.run::<burn_ndarray::NdArray<f32>>(burn_ndarray::NdArrayDevice::Cpu),
+        DeviceArg::Ndarray => {
+            job.run::<burn_ndarray::NdArray<f32>>(burn_ndarray::NdArrayDevice::Cpu)
+        }
         DeviceArg::Cuda => {
             #[cfg(feature = "cuda")]
             {
                 // SAFETY: loading the driver library runs its initialisers only; it is the same
                 // library cudarc loads next.
                 if let Err(e) = unsafe { libloading::Library::new("libcuda.so.1") } {
-                    anyhow::bail!("--device cuda: the NVIDIA driver library libcuda.so.1 could not be loaded ({e}); is an NVIDIA GPU with its driver installed?");
+                    anyhow::bail!(
+                        "--device cuda: the NVIDIA driver library libcuda.so.1 could not be loaded ({e}); is an NVIDIA GPU with its driver installed?"
+                    );
                 }
                 job.run::<burn_cuda::Cuda<f32, i32>>(burn_cuda::CudaDevice::default())
             }
             #[cfg(not(feature = "cuda"))]
             {
                 let _ = job;
-                anyhow::bail!("this binary was built without CUDA: run with `cargo xtask` built via `cargo run --release -p xtask --features cuda -- ...`")
+                anyhow::bail!(
+                    "this binary was built without CUDA: run with `cargo xtask` built via `cargo run --release -p xtask --features cuda -- ...`"
+                )
             }
         }
     }
@@ -57,7 +63,8 @@ pub fn dispatch<J: Job>(job: J) -> Result<J::Output> {
 /// repository ships (test fixture). It is untrained, so its text is gibberish; it exercises the
 /// whole pipeline without any download.
 pub fn default_model_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../crates/llama-model/tests/fixtures/models/gqa_llama3_tied")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../crates/llama-model/tests/fixtures/models/gqa_llama3_tied")
 }
 
 /// Peak resident set size of this process so far, in bytes (Linux `VmHWM`).

@@ -4,9 +4,9 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use llama_model::QuantBackend;
 use anyhow::Result;
 use burn::prelude::*;
+use llama_model::QuantBackend;
 use llama_model::{GenerationConfig, ModelInput, generate, load_pretrained};
 
 use crate::backend::{DeviceArg, Job, peak_rss_bytes, rss_bytes};
@@ -55,11 +55,16 @@ impl Job for Args {
             rss_loaded as f64 / 1e9,
             param_bytes as f64 / 1e9
         );
-        let ids: Vec<i64> = (0..self.seq_len).map(|i| (i * 7919 % (config.vocab_size - 1) + 1) as i64).collect();
+        let ids: Vec<i64> = (0..self.seq_len)
+            .map(|i| (i * 7919 % (config.vocab_size - 1) + 1) as i64)
+            .collect();
         let pb = crate::backend::spinner("measuring forward and decode speed");
         let mut times = Vec::new();
         for _ in 0..self.repeats.max(1) {
-            let input = Tensor::<B, 2, Int>::from_data(TensorData::new(ids.clone(), [1, self.seq_len]), &device);
+            let input = Tensor::<B, 2, Int>::from_data(
+                TensorData::new(ids.clone(), [1, self.seq_len]),
+                &device,
+            );
             let t = Instant::now();
             let logits = model.forward(ModelInput::new(input), None);
             let _ = logits.slice([0..1, 0..1, 0..1]).into_data();
@@ -68,7 +73,10 @@ impl Job for Args {
         times.sort_by(f64::total_cmp);
         let forward_s = times[times.len() / 2];
         let prompt: Vec<u32> = ids[..8.min(ids.len())].iter().map(|&t| t as u32).collect();
-        let gen_cfg = GenerationConfig { max_new_tokens: self.gen_tokens, ..Default::default() };
+        let gen_cfg = GenerationConfig {
+            max_new_tokens: self.gen_tokens,
+            ..Default::default()
+        };
         let t = Instant::now();
         let mut first_token_s = None;
         let out = generate(&model, &[prompt], &gen_cfg, |_, _| {
@@ -78,7 +86,11 @@ impl Job for Args {
         pb.finish_and_clear();
         let n = out[0].len();
         let first = first_token_s.unwrap_or(total_s);
-        let decode_tps = if n > 1 { (n - 1) as f64 / (total_s - first) } else { f64::NAN };
+        let decode_tps = if n > 1 {
+            (n - 1) as f64 / (total_s - first)
+        } else {
+            f64::NAN
+        };
         let report = serde_json::json!({
             "model": self.model.display().to_string(),
             "parameters": config.num_parameters(),

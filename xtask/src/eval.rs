@@ -39,7 +39,8 @@ pub fn read_documents(path: &Path) -> Result<Vec<String>> {
     let jsonl = path.extension().is_some_and(|e| e == "jsonl");
     let mut docs = Vec::new();
     for (n, line) in BufReader::new(file).lines().enumerate() {
-        let line = line.with_context(|| format!("{}:{}: not valid UTF-8 text", path.display(), n + 1))?;
+        let line =
+            line.with_context(|| format!("{}:{}: not valid UTF-8 text", path.display(), n + 1))?;
         if line.trim().is_empty() {
             continue;
         }
@@ -48,14 +49,21 @@ pub fn read_documents(path: &Path) -> Result<Vec<String>> {
                 .with_context(|| format!("{}:{}: invalid JSON", path.display(), n + 1))?;
             match value.get("text").and_then(|t| t.as_str()) {
                 Some(text) => docs.push(text.to_string()),
-                None => bail!("{}:{}: expected an object with a string field `text`", path.display(), n + 1),
+                None => bail!(
+                    "{}:{}: expected an object with a string field `text`",
+                    path.display(),
+                    n + 1
+                ),
             }
         } else {
             docs.push(line);
         }
     }
     if docs.is_empty() {
-        bail!("{}: no documents (the file has no non-empty line)", path.display());
+        bail!(
+            "{}: no documents (the file has no non-empty line)",
+            path.display()
+        );
     }
     Ok(docs)
 }
@@ -79,12 +87,16 @@ impl Job for Args {
         }
         pb.finish_and_clear();
         let bos = model.config().bos_token_id.or(tokenizer.bos_token_id());
-        let max_len = self.max_seq_len.unwrap_or(model.config().max_position_embeddings);
+        let max_len = self
+            .max_seq_len
+            .unwrap_or(model.config().max_position_embeddings);
         let pb = indicatif::ProgressBar::new(docs.len() as u64);
         pb.set_draw_target(indicatif::ProgressDrawTarget::stderr());
         pb.set_style(
-            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} documents, {elapsed} elapsed, ETA {eta}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} documents, {elapsed} elapsed, ETA {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         let mut sum = Nll::default();
         let mut truncated = 0usize;
@@ -105,7 +117,10 @@ impl Job for Args {
             eprintln!("{truncated} document(s) longer than {max_len} tokens were truncated");
         }
         if sum.tokens == 0 {
-            bail!("{}: no token to predict (every document is a single token)", self.data.display());
+            bail!(
+                "{}: no token to predict (every document is a single token)",
+                self.data.display()
+            );
         }
         let loss = sum.mean();
         let ppl = loss.exp();
@@ -113,7 +128,11 @@ impl Job for Args {
             let out = serde_json::json!({"documents": docs.len(), "tokens": sum.tokens, "loss": loss, "perplexity": ppl});
             println!("{out}");
         } else {
-            println!("documents  {}\ntokens     {}\nloss       {loss:.6}\nperplexity {ppl:.4}", docs.len(), sum.tokens);
+            println!(
+                "documents  {}\ntokens     {}\nloss       {loss:.6}\nperplexity {ppl:.4}",
+                docs.len(),
+                sum.tokens
+            );
         }
         Ok(())
     }

@@ -5,7 +5,10 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use llama_model::QuantBackend;
-use llama_model::{GenerationConfig, LlamaTokenizer, Message, SamplingConfig, generate, load_pretrained, resolve_model_dir};
+use llama_model::{
+    GenerationConfig, LlamaTokenizer, Message, SamplingConfig, generate, load_pretrained,
+    resolve_model_dir,
+};
 
 use crate::backend::{DeviceArg, Job, default_model_dir, spinner};
 
@@ -77,7 +80,10 @@ impl Job for Args {
         };
         let mut eos = model.config().eos_token_ids.clone();
         eos.extend(tokenizer.eos_token_id());
-        let pad = tokenizer.eos_token_id().or(eos.first().copied()).unwrap_or(0);
+        let pad = tokenizer
+            .eos_token_id()
+            .or(eos.first().copied())
+            .unwrap_or(0);
         let config = GenerationConfig {
             max_new_tokens: self.max_new_tokens,
             sampling: SamplingConfig {
@@ -114,7 +120,12 @@ impl Job for Args {
         }
         writeln!(stdout)?;
         let secs = start.elapsed().as_secs_f64();
-        eprintln!("[{} tokens in {:.2}s, {:.1} tokens/s]", produced.len(), secs, produced.len() as f64 / secs);
+        eprintln!(
+            "[{} tokens in {:.2}s, {:.1} tokens/s]",
+            produced.len(),
+            secs,
+            produced.len() as f64 / secs
+        );
         Ok(())
     }
 }

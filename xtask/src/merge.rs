@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use llama_model::{SaveDtype, load_adapter, load_pretrained, merge_adapters, resolve_model_dir, save_checkpoint};
+use llama_model::{
+    SaveDtype, load_adapter, load_pretrained, merge_adapters, resolve_model_dir, save_checkpoint,
+};
 
 use crate::backend::spinner;
 
@@ -33,27 +35,46 @@ pub fn run(args: Args) -> Result<()> {
     type B = burn_flex::Flex;
     let dtype = SaveDtype::parse(&args.dtype)?;
     let source = resolve_model_dir(args.base_float.as_deref().unwrap_or(&args.model))?;
-    if args.out.exists() && std::fs::canonicalize(&args.out).ok() == std::fs::canonicalize(&source).ok() {
-        bail!("--out {} is the source checkpoint; choose another directory", args.out.display());
+    if args.out.exists()
+        && std::fs::canonicalize(&args.out).ok() == std::fs::canonicalize(&source).ok()
+    {
+        bail!(
+            "--out {} is the source checkpoint; choose another directory",
+            args.out.display()
+        );
     }
-    let pb = spinner(&format!("merging {} into {}", args.adapter.display(), source.display()));
+    let pb = spinner(&format!(
+        "merging {} into {}",
+        args.adapter.display(),
+        source.display()
+    ));
     let mut model = load_pretrained::<B>(&source, &Default::default())?;
     load_adapter(&mut model, &args.adapter)?;
     let merged = merge_adapters(&mut model, true);
     pb.set_message(format!("writing {}", args.out.display()));
     let files = save_checkpoint(&model, &args.out, dtype, None)?;
-    for name in ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "chat_template.jinja"] {
+    for name in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "tokenizer.model",
+        "chat_template.jinja",
+    ] {
         let src = source.join(name);
         if src.is_file() {
             let tmp = args.out.join(format!("{name}.tmp"));
             std::fs::copy(&src, &tmp).with_context(|| format!("copying {}", src.display()))?;
-            std::fs::rename(&tmp, args.out.join(name)).with_context(|| format!("writing {name}"))?;
+            std::fs::rename(&tmp, args.out.join(name))
+                .with_context(|| format!("writing {name}"))?;
         }
     }
     pb.finish_and_clear();
     for f in files {
         eprintln!("wrote {}", f.display());
     }
-    eprintln!("merged {merged} adapted projections; the checkpoint is dense ({})", args.dtype);
+    eprintln!(
+        "merged {merged} adapted projections; the checkpoint is dense ({})",
+        args.dtype
+    );
     Ok(())
 }

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use llama_model::quant::{BnbMethod, QuantType};
 use llama_model::{
-    Llama, LlamaConfig, Projection, QuantBackend, QuantizeOptions, SafetensorsSource, SaveDtype, TensorSource,
-    load_pretrained_quantized, resolve_model_dir, save_checkpoint,
+    Llama, LlamaConfig, Projection, QuantBackend, QuantizeOptions, SafetensorsSource, SaveDtype,
+    TensorSource, load_pretrained_quantized, resolve_model_dir, save_checkpoint,
 };
 
 use crate::backend::{peak_rss_bytes, spinner};
@@ -69,8 +69,13 @@ pub fn run(args: Args) -> Result<()> {
     opts.skip_modules = args.skip.clone();
     opts.quantize_lm_head = args.quantize_lm_head;
     opts.validate()?;
-    if args.out.exists() && std::fs::canonicalize(&args.out).ok() == std::fs::canonicalize(&dir).ok() {
-        bail!("--out {} is the source checkpoint; choose another directory", args.out.display());
+    if args.out.exists()
+        && std::fs::canonicalize(&args.out).ok() == std::fs::canonicalize(&dir).ok()
+    {
+        bail!(
+            "--out {} is the source checkpoint; choose another directory",
+            args.out.display()
+        );
     }
     let config = LlamaConfig::from_file(dir.join("config.json"))?;
     let save_dtype = match (&args.dtype, config.torch_dtype.as_deref()) {
@@ -91,7 +96,11 @@ pub fn run(args: Args) -> Result<()> {
         eprintln!("wrote {}", f.display());
     }
     let (quantized, total) = count(&model);
-    let bytes: u64 = files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
+    let bytes: u64 = files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
     eprintln!(
         "{quantized} of {total} projections quantized ({}); checkpoint {:.1} MB; peak RSS {:.1} MB loading + quantizing, {:.1} MB overall",
         args.method,
@@ -110,10 +119,19 @@ fn projections<B: burn::prelude::Backend>(model: &Llama<B>) -> Vec<(String, &Pro
     for (l, layer) in model.layers.iter().enumerate() {
         let p = format!("model.layers.{l}");
         let a = &layer.self_attn;
-        for (n, proj) in [("self_attn.q_proj", &a.q_proj), ("self_attn.k_proj", &a.k_proj), ("self_attn.v_proj", &a.v_proj), ("self_attn.o_proj", &a.o_proj)] {
+        for (n, proj) in [
+            ("self_attn.q_proj", &a.q_proj),
+            ("self_attn.k_proj", &a.k_proj),
+            ("self_attn.v_proj", &a.v_proj),
+            ("self_attn.o_proj", &a.o_proj),
+        ] {
             out.push((format!("{p}.{n}"), proj));
         }
-        for (n, proj) in [("mlp.gate_proj", &layer.mlp.gate_proj), ("mlp.up_proj", &layer.mlp.up_proj), ("mlp.down_proj", &layer.mlp.down_proj)] {
+        for (n, proj) in [
+            ("mlp.gate_proj", &layer.mlp.gate_proj),
+            ("mlp.up_proj", &layer.mlp.up_proj),
+            ("mlp.down_proj", &layer.mlp.down_proj),
+        ] {
             out.push((format!("{p}.{n}"), proj));
         }
     }
@@ -125,7 +143,12 @@ fn projections<B: burn::prelude::Backend>(model: &Llama<B>) -> Vec<(String, &Pro
 
 fn count<B: burn::prelude::Backend>(model: &Llama<B>) -> (usize, usize) {
     let all = projections(model);
-    (all.iter().filter(|(_, p)| matches!(p, Projection::Quant(_))).count(), all.len())
+    (
+        all.iter()
+            .filter(|(_, p)| matches!(p, Projection::Quant(_)))
+            .count(),
+        all.len(),
+    )
 }
 
 /// Per-tensor and total error of the quantized weights against the float checkpoint, reading one
@@ -138,8 +161,14 @@ fn report<B: QuantBackend>(model: &Llama<B>, dir: &Path) -> Result<()> {
     for (name, proj) in projections(model) {
         let Projection::Quant(q) = proj else { continue };
         let (o, i) = q.dims();
-        let float = src.take(&format!("{name}.weight"), &[o, i])?.into_vec::<f32>().map_err(|e| anyhow::anyhow!("{name}: {e:?}"))?;
-        let deq = B::dequantize_weight(&q.weight).into_data().into_vec::<f32>().map_err(|e| anyhow::anyhow!("{name}: {e:?}"))?;
+        let float = src
+            .take(&format!("{name}.weight"), &[o, i])?
+            .into_vec::<f32>()
+            .map_err(|e| anyhow::anyhow!("{name}: {e:?}"))?;
+        let deq = B::dequantize_weight(&q.weight)
+            .into_data()
+            .into_vec::<f32>()
+            .map_err(|e| anyhow::anyhow!("{name}: {e:?}"))?;
         let (mut se, mut sig, mut max) = (0f64, 0f64, 0f64);
         for (&a, &b) in float.iter().zip(&deq) {
             let e = f64::from(a) - f64::from(b);
@@ -147,26 +176,44 @@ fn report<B: QuantBackend>(model: &Llama<B>, dir: &Path) -> Result<()> {
             sig += f64::from(a) * f64::from(a);
             max = max.max(e.abs());
         }
-        println!("| {name} | {:.3e} | {:.3e} | {:.1} |", se / float.len() as f64, max, 10.0 * (sig / se).log10());
+        println!(
+            "| {name} | {:.3e} | {:.3e} | {:.1} |",
+            se / float.len() as f64,
+            max,
+            10.0 * (sig / se).log10()
+        );
         se_all += se;
         sig_all += sig;
         n_all += float.len();
         max_all = max_all.max(max);
     }
     if n_all > 0 {
-        println!("| **total** ({n_all} weights) | {:.3e} | {:.3e} | {:.1} |", se_all / n_all as f64, max_all, 10.0 * (sig_all / se_all).log10());
+        println!(
+            "| **total** ({n_all} weights) | {:.3e} | {:.3e} | {:.1} |",
+            se_all / n_all as f64,
+            max_all,
+            10.0 * (sig_all / se_all).log10()
+        );
     }
     Ok(())
 }
 
 /// Copies what a tokenizer and generation need, so the output directory is complete.
 fn copy_tokenizer_files(from: &Path, to: &Path) -> Result<()> {
-    for name in ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "chat_template.jinja", "generation_config.json"] {
+    for name in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "tokenizer.model",
+        "chat_template.jinja",
+        "generation_config.json",
+    ] {
         let src = from.join(name);
         if src.is_file() {
             let tmp = to.join(format!("{name}.tmp"));
             std::fs::copy(&src, &tmp).with_context(|| format!("copying {}", src.display()))?;
-            std::fs::rename(&tmp, to.join(name)).with_context(|| format!("writing {}", to.join(name).display()))?;
+            std::fs::rename(&tmp, to.join(name))
+                .with_context(|| format!("writing {}", to.join(name).display()))?;
         }
     }
     Ok(())

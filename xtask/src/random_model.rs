@@ -28,11 +28,20 @@ pub struct Args {
 
 /// Runs the command.
 pub fn run(args: Args) -> Result<()> {
-    let config = LlamaConfig::preset(&args.preset)
-        .ok_or_else(|| anyhow!("unknown preset \"{}\": expected one of {:?}", args.preset, LlamaConfig::PRESETS))?;
+    let config = LlamaConfig::preset(&args.preset).ok_or_else(|| {
+        anyhow!(
+            "unknown preset \"{}\": expected one of {:?}",
+            args.preset,
+            LlamaConfig::PRESETS
+        )
+    })?;
     let dtype = SaveDtype::parse(&args.dtype)?;
     let device = burn_ndarray::NdArrayDevice::Cpu;
-    eprintln!("building a random {} model ({:.2}B parameters)", args.preset, config.num_parameters() as f64 / 1e9);
+    eprintln!(
+        "building a random {} model ({:.2}B parameters)",
+        args.preset,
+        config.num_parameters() as f64 / 1e9
+    );
     let pb = crate::backend::spinner("initialising weights");
     let model = Llama::<burn_ndarray::NdArray<f32>>::random(&config, args.seed, &device);
     pb.set_message(format!("writing {}", args.out.display()));

@@ -10,7 +10,10 @@ fn fixtures() -> PathBuf {
 }
 
 fn xtask(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_xtask")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 #[test]
@@ -18,18 +21,40 @@ fn eval_json_matches_transformers_loss() {
     for name in ["mha_untied", "gqa_llama3_tied"] {
         let model = fixtures().join("models").join(name);
         let data = fixtures().join("eval.txt");
-        let out = xtask(&["eval", "--model", model.to_str().unwrap(), "--data", data.to_str().unwrap(), "--json"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = xtask(&[
+            "eval",
+            "--model",
+            model.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let stdout = String::from_utf8(out.stdout).unwrap();
-        assert_eq!(stdout.trim().lines().count(), 1, "exactly one JSON line: {stdout}");
+        assert_eq!(
+            stdout.trim().lines().count(),
+            1,
+            "exactly one JSON line: {stdout}"
+        );
         let got: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
         let expected: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(model.join("expected.json")).unwrap()).unwrap();
+            serde_json::from_str(&std::fs::read_to_string(model.join("expected.json")).unwrap())
+                .unwrap();
         let want = &expected["eval"];
         assert_eq!(got["documents"], want["documents"]);
         assert_eq!(got["tokens"], want["tokens"]);
-        let (loss, want_loss) = (got["loss"].as_f64().unwrap(), want["loss"].as_f64().unwrap());
-        assert!(((loss - want_loss) / want_loss).abs() <= 1e-5, "{name}: {loss} vs {want_loss}");
+        let (loss, want_loss) = (
+            got["loss"].as_f64().unwrap(),
+            want["loss"].as_f64().unwrap(),
+        );
+        assert!(
+            ((loss - want_loss) / want_loss).abs() <= 1e-5,
+            "{name}: {loss} vs {want_loss}"
+        );
         let ppl = got["perplexity"].as_f64().unwrap();
         assert!((ppl - loss.exp()).abs() <= 1e-9 * ppl);
     }
@@ -48,24 +73,59 @@ fn eval_reads_jsonl_text_field() {
     let path = dir.join("eval.jsonl");
     std::fs::write(&path, jsonl).unwrap();
     let model = fixtures().join("models/mha_untied");
-    let a = xtask(&["eval", "--model", model.to_str().unwrap(), "--data", path.to_str().unwrap(), "--json"]);
-    let b = xtask(&["eval", "--model", model.to_str().unwrap(), "--data", fixtures().join("eval.txt").to_str().unwrap(), "--json"]);
+    let a = xtask(&[
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        path.to_str().unwrap(),
+        "--json",
+    ]);
+    let b = xtask(&[
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        fixtures().join("eval.txt").to_str().unwrap(),
+        "--json",
+    ]);
     assert!(a.status.success());
     assert_eq!(a.stdout, b.stdout);
     // A JSONL record without `text` names the file and line.
     std::fs::write(&path, "{\"text\": \"ok\"}\n{\"body\": 1}\n").unwrap();
-    let out = xtask(&["eval", "--model", model.to_str().unwrap(), "--data", path.to_str().unwrap()]);
+    let out = xtask(&[
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        path.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8(out.stderr).unwrap();
-    assert!(err.contains("eval.jsonl:2") && err.contains("`text`"), "{err}");
+    assert!(
+        err.contains("eval.jsonl:2") && err.contains("`text`"),
+        "{err}"
+    );
 }
 
 #[test]
 fn generate_streams_the_library_greedy_answer() {
     use llama_model::{GenerationConfig, LlamaTokenizer, generate, load_pretrained};
     let model_dir = fixtures().join("models/mha_untied");
-    let out = xtask(&["generate", "--model", model_dir.to_str().unwrap(), "--prompt", "The cat sat", "--max-new-tokens", "8"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = xtask(&[
+        "generate",
+        "--model",
+        model_dir.to_str().unwrap(),
+        "--prompt",
+        "The cat sat",
+        "--max-new-tokens",
+        "8",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(stderr.contains("tokens/s"), "{stderr}");
 
@@ -77,8 +137,18 @@ fn generate_streams_the_library_greedy_answer() {
     let tok = LlamaTokenizer::from_dir(&model_dir).unwrap();
     let mut eos = model.config().eos_token_ids.clone();
     eos.extend(tok.eos_token_id());
-    let cfg = GenerationConfig { max_new_tokens: 8, eos_token_ids: eos, ..Default::default() };
-    let ids = generate(&model, &[tok.encode("The cat sat", true).unwrap()], &cfg, |_, _| {}).unwrap();
+    let cfg = GenerationConfig {
+        max_new_tokens: 8,
+        eos_token_ids: eos,
+        ..Default::default()
+    };
+    let ids = generate(
+        &model,
+        &[tok.encode("The cat sat", true).unwrap()],
+        &cfg,
+        |_, _| {},
+    )
+    .unwrap();
     let want = tok.decode(&ids[0], true).unwrap();
     assert_eq!(String::from_utf8(out.stdout).unwrap(), format!("{want}\n"));
 }
@@ -89,7 +159,10 @@ fn bad_input_is_one_error_line() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(err.starts_with("error: ") && err.contains("/no/such/model"), "{err}");
+    assert!(
+        err.starts_with("error: ") && err.contains("/no/such/model"),
+        "{err}"
+    );
 
     let out = xtask(&["eval", "--data", "/no/such/file.txt"]);
     assert_eq!(out.status.code(), Some(1));
@@ -109,26 +182,65 @@ fn quantize_writes_a_checkpoint_that_eval_runs() {
     let out = std::env::temp_dir().join(format!("xtask-quantize-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     let run = xtask(&[
-        "quantize", "--model", src.to_str().unwrap(), "--method", "nf4", "--double-quant", "--out", out.to_str().unwrap(), "--report",
+        "quantize",
+        "--model",
+        src.to_str().unwrap(),
+        "--method",
+        "nf4",
+        "--double-quant",
+        "--out",
+        out.to_str().unwrap(),
+        "--report",
     ]);
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let report = String::from_utf8(run.stdout).unwrap();
     // 2 layers x 7 projections, plus the total line.
-    assert_eq!(report.lines().filter(|l| l.contains("_proj |")).count(), 14, "{report}");
+    assert_eq!(
+        report.lines().filter(|l| l.contains("_proj |")).count(),
+        14,
+        "{report}"
+    );
     assert!(report.contains("**total**"), "{report}");
-    for f in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "generation_config.json"] {
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+    ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
     // Bytes of the quantized weights equal what transformers + bitsandbytes wrote for the same source.
     let ours = std::fs::read(out.join("model.safetensors")).unwrap();
-    let theirs = std::fs::read(fixtures().join("../../../quant/tests/fixtures/models/mha_untied_nf4_dq/model.safetensors")).unwrap();
-    let (a, b) = (safetensors::SafeTensors::deserialize(&ours).unwrap(), safetensors::SafeTensors::deserialize(&theirs).unwrap());
+    let theirs = std::fs::read(
+        fixtures().join("../../../quant/tests/fixtures/models/mha_untied_nf4_dq/model.safetensors"),
+    )
+    .unwrap();
+    let (a, b) = (
+        safetensors::SafeTensors::deserialize(&ours).unwrap(),
+        safetensors::SafeTensors::deserialize(&theirs).unwrap(),
+    );
     for (key, t) in b.tensors() {
         assert_eq!(a.tensor(&key).unwrap().data(), t.data(), "{key}");
     }
     let data = fixtures().join("eval.txt");
-    let ev = xtask(&["eval", "--model", out.to_str().unwrap(), "--data", data.to_str().unwrap(), "--json"]);
-    assert!(ev.status.success(), "{}", String::from_utf8_lossy(&ev.stderr));
+    let ev = xtask(&[
+        "eval",
+        "--model",
+        out.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(
+        ev.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ev.stderr)
+    );
     let got: serde_json::Value = serde_json::from_slice(&ev.stdout).unwrap();
     assert!(got["loss"].as_f64().unwrap().is_finite());
     std::fs::remove_dir_all(&out).unwrap();
@@ -143,7 +255,13 @@ fn quantize_rejects_bad_options_in_one_line() {
         (vec!["--method", "q3"], "--method q3"),
         (vec!["--compute-dtype", "f64"], "f64"),
     ] {
-        let mut all = vec!["quantize", "--model", src.to_str().unwrap(), "--out", out.to_str().unwrap()];
+        let mut all = vec![
+            "quantize",
+            "--model",
+            src.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
         all.extend(args);
         let run = xtask(&all);
         let stderr = String::from_utf8_lossy(&run.stderr);
@@ -159,14 +277,39 @@ fn eval_and_generate_run_a_checkpoint_transformers_quantized() {
     // Saved by transformers + bitsandbytes (scripts/fixtures/make_quant_fixtures.py).
     let data = fixtures().join("eval.txt");
     for name in ["mha_untied_nf4_dq", "mha_untied_fp4", "mha_untied_int8"] {
-        let model = fixtures().join("../../../quant/tests/fixtures/models").join(name);
-        let ev = xtask(&["eval", "--model", model.to_str().unwrap(), "--data", data.to_str().unwrap(), "--json"]);
-        assert!(ev.status.success(), "{name}: {}", String::from_utf8_lossy(&ev.stderr));
+        let model = fixtures()
+            .join("../../../quant/tests/fixtures/models")
+            .join(name);
+        let ev = xtask(&[
+            "eval",
+            "--model",
+            model.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--json",
+        ]);
+        assert!(
+            ev.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&ev.stderr)
+        );
         let got: serde_json::Value = serde_json::from_slice(&ev.stdout).unwrap();
         assert_eq!(got["tokens"], 317, "{name}");
         assert!(got["loss"].as_f64().unwrap().is_finite(), "{name}");
-        let run = xtask(&["generate", "--model", model.to_str().unwrap(), "--prompt", "hello", "--max-new-tokens", "4"]);
-        assert!(run.status.success(), "{name}: {}", String::from_utf8_lossy(&run.stderr));
+        let run = xtask(&[
+            "generate",
+            "--model",
+            model.to_str().unwrap(),
+            "--prompt",
+            "hello",
+            "--max-new-tokens",
+            "4",
+        ]);
+        assert!(
+            run.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
     }
 }
 
@@ -175,28 +318,66 @@ fn eval_and_generate_apply_a_peft_adapter() {
     let data = fixtures().join("eval.txt");
     let peft = fixtures().join("../../../peft/tests/fixtures");
     let loss = |model: &PathBuf, adapter: Option<&PathBuf>| {
-        let mut args = vec!["eval", "--model", model.to_str().unwrap(), "--data", data.to_str().unwrap(), "--json"];
+        let mut args = vec![
+            "eval",
+            "--model",
+            model.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--json",
+        ];
         if let Some(a) = adapter {
             args.extend(["--adapter", a.to_str().unwrap()]);
         }
         let out = xtask(&args);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["loss"].as_f64().unwrap()
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["loss"]
+            .as_f64()
+            .unwrap()
     };
     let base = fixtures().join("models/mha_untied");
     let (plain, adapted) = (loss(&base, None), loss(&base, Some(&peft.join("lora_qv"))));
-    assert!(adapted.is_finite() && (adapted - plain).abs() > 1e-3, "{plain} vs {adapted}");
+    assert!(
+        adapted.is_finite() && (adapted - plain).abs() > 1e-3,
+        "{plain} vs {adapted}"
+    );
     let nf4 = fixtures().join("../../../quant/tests/fixtures/models/mha_untied_nf4_dq");
     let run = xtask(&[
-        "generate", "--model", nf4.to_str().unwrap(), "--adapter", peft.join("qlora_all_linear").to_str().unwrap(), "--prompt", "hi",
-        "--max-new-tokens", "3",
+        "generate",
+        "--model",
+        nf4.to_str().unwrap(),
+        "--adapter",
+        peft.join("qlora_all_linear").to_str().unwrap(),
+        "--prompt",
+        "hi",
+        "--max-new-tokens",
+        "3",
     ]);
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     // A missing adapter directory is one error line naming it.
-    let bad = xtask(&["eval", "--model", base.to_str().unwrap(), "--data", data.to_str().unwrap(), "--adapter", "/nonexistent/adapter"]);
+    let bad = xtask(&[
+        "eval",
+        "--model",
+        base.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--adapter",
+        "/nonexistent/adapter",
+    ]);
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert_eq!(bad.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("/nonexistent/adapter") && stderr.trim().lines().count() == 1, "{stderr}");
+    assert!(
+        stderr.contains("/nonexistent/adapter") && stderr.trim().lines().count() == 1,
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -206,19 +387,41 @@ fn merge_writes_a_dense_checkpoint_with_the_adapter_loss() {
     let adapter = fixtures().join("../../../peft/tests/fixtures/lora_qv");
     let out = std::env::temp_dir().join(format!("xtask-merge-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
-    let run = xtask(&["merge", "--model", base.to_str().unwrap(), "--adapter", adapter.to_str().unwrap(), "--out", out.to_str().unwrap()]);
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let run = xtask(&[
+        "merge",
+        "--model",
+        base.to_str().unwrap(),
+        "--adapter",
+        adapter.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     assert!(out.join("tokenizer.json").is_file());
     let eval = |args: &[&str]| {
         let mut all = vec!["eval", "--data", data.to_str().unwrap(), "--json"];
         all.extend(args);
         let o = xtask(&all);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["loss"].as_f64().unwrap()
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["loss"]
+            .as_f64()
+            .unwrap()
     };
     let merged = eval(&["--model", out.to_str().unwrap()]);
-    let adapted = eval(&["--model", base.to_str().unwrap(), "--adapter", adapter.to_str().unwrap()]);
-    assert!(((merged - adapted) / adapted).abs() < 1e-5, "{merged} vs {adapted}");
+    let adapted = eval(&[
+        "--model",
+        base.to_str().unwrap(),
+        "--adapter",
+        adapter.to_str().unwrap(),
+    ]);
+    assert!(
+        ((merged - adapted) / adapted).abs() < 1e-5,
+        "{merged} vs {adapted}"
+    );
     std::fs::remove_dir_all(&out).unwrap();
 }
 
@@ -227,17 +430,35 @@ fn eval_with_a_peft_adapter_gives_peft_loss() {
     let data = fixtures().join("eval.txt");
     let root = fixtures().join("../../../..");
     let peft_dir = root.join("crates/peft/tests/fixtures");
-    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(peft_dir.join("fixtures.json")).unwrap()).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(peft_dir.join("fixtures.json")).unwrap()).unwrap();
     for (name, case) in summary["cases"].as_object().unwrap() {
         let base = root.join(case["base"].as_str().unwrap());
         let adapter = peft_dir.join(name);
         let out = xtask(&[
-            "eval", "--model", base.to_str().unwrap(), "--adapter", adapter.to_str().unwrap(), "--data", data.to_str().unwrap(), "--json",
+            "eval",
+            "--model",
+            base.to_str().unwrap(),
+            "--adapter",
+            adapter.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--json",
         ]);
-        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        let (loss, want) = (got["loss"].as_f64().unwrap(), case["eval"]["loss"].as_f64().unwrap());
+        let (loss, want) = (
+            got["loss"].as_f64().unwrap(),
+            case["eval"]["loss"].as_f64().unwrap(),
+        );
         assert_eq!(got["tokens"], case["eval"]["tokens"], "{name}");
-        assert!(((loss - want) / want).abs() <= 1e-5, "{name}: {loss} vs PEFT {want}");
+        assert!(
+            ((loss - want) / want).abs() <= 1e-5,
+            "{name}: {loss} vs PEFT {want}"
+        );
     }
 }

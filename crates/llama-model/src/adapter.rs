@@ -35,9 +35,18 @@ pub fn projections_mut<B: Backend>(model: &mut Llama<B>) -> Vec<(String, &mut Pr
 
 fn to_f32(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
     Some(match dtype {
-        Dtype::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-        Dtype::F16 => bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        Dtype::BF16 => bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        Dtype::F32 => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::F16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
         _ => return None,
     })
 }
@@ -45,7 +54,10 @@ fn to_f32(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
 /// Loads the PEFT adapter in `dir` onto `model` as the adapter `"default"`. Every tensor of the
 /// file must be used, every targeted module must have its `lora_A` / `lora_B` (and
 /// `lora_magnitude_vector` with DoRA), with the shapes the config and the model imply.
-pub fn load_adapter<B: QuantBackend>(model: &mut Llama<B>, dir: impl AsRef<Path>) -> Result<LoraConfig> {
+pub fn load_adapter<B: QuantBackend>(
+    model: &mut Llama<B>,
+    dir: impl AsRef<Path>,
+) -> Result<LoraConfig> {
     load_named_adapter(model, dir, "default")
 }
 
@@ -60,23 +72,44 @@ pub fn set_active_adapter<B: Backend>(model: &mut Llama<B>, name: Option<&str>) 
 }
 
 /// [`load_adapter`] under `name`, beside adapters already loaded; it becomes the active one.
-pub fn load_named_adapter<B: QuantBackend>(model: &mut Llama<B>, dir: impl AsRef<Path>, adapter_name: &str) -> Result<LoraConfig> {
+pub fn load_named_adapter<B: QuantBackend>(
+    model: &mut Llama<B>,
+    dir: impl AsRef<Path>,
+    adapter_name: &str,
+) -> Result<LoraConfig> {
     let dir = dir.as_ref();
-    let config = LoraConfig::from_file(dir).map_err(|e| Error::Config { path: e.path, message: e.message })?;
+    let config = LoraConfig::from_file(dir).map_err(|e| Error::Config {
+        path: e.path,
+        message: e.message,
+    })?;
     let path = dir.join("adapter_model.safetensors");
     let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-    let st = SafeTensors::deserialize(&bytes)
-        .map_err(|e| Error::Safetensors { path: path.clone(), message: format!("truncated or corrupt safetensors file: {e}") })?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::Safetensors {
+        path: path.clone(),
+        message: format!("truncated or corrupt safetensors file: {e}"),
+    })?;
     let mut used = std::collections::HashSet::new();
     let device = model.embed_tokens.val().device();
     let mut take = |key: String, shape: Vec<usize>| -> Result<TensorData> {
-        let t = st.tensor(&key).map_err(|_| Error::MissingTensor { path: path.clone(), key: key.clone(), expected: shape.clone() })?;
+        let t = st.tensor(&key).map_err(|_| Error::MissingTensor {
+            path: path.clone(),
+            key: key.clone(),
+            expected: shape.clone(),
+        })?;
         if t.shape() != shape.as_slice() {
-            return Err(Error::ShapeMismatch { path: path.clone(), key, expected: shape, found: t.shape().to_vec() });
+            return Err(Error::ShapeMismatch {
+                path: path.clone(),
+                key,
+                expected: shape,
+                found: t.shape().to_vec(),
+            });
         }
         let values = to_f32(t.dtype(), t.data()).ok_or_else(|| Error::Safetensors {
             path: path.clone(),
-            message: format!("tensor `{key}` has dtype {:?}; expected F32, F16 or BF16", t.dtype()),
+            message: format!(
+                "tensor `{key}` has dtype {:?}; expected F32, F16 or BF16",
+                t.dtype()
+            ),
         })?;
         used.insert(key);
         Ok(TensorData::new(values, shape))
@@ -88,10 +121,19 @@ pub fn load_named_adapter<B: QuantBackend>(model: &mut Llama<B>, dir: impl AsRef
         let spec = config.spec_for(&name);
         let (out, inp) = proj.dims();
         let prefix = format!("base_model.model.{name}");
-        let a = Tensor::<B, 2>::from_data(take(format!("{prefix}.lora_A.weight"), vec![spec.r, inp])?, &device);
-        let b = Tensor::<B, 2>::from_data(take(format!("{prefix}.lora_B.weight"), vec![out, spec.r])?, &device);
+        let a = Tensor::<B, 2>::from_data(
+            take(format!("{prefix}.lora_A.weight"), vec![spec.r, inp])?,
+            &device,
+        );
+        let b = Tensor::<B, 2>::from_data(
+            take(format!("{prefix}.lora_B.weight"), vec![out, spec.r])?,
+            &device,
+        );
         let magnitude = if spec.use_dora {
-            Some(Tensor::<B, 1>::from_data(take(format!("{prefix}.lora_magnitude_vector"), vec![out])?, &device))
+            Some(Tensor::<B, 1>::from_data(
+                take(format!("{prefix}.lora_magnitude_vector"), vec![out])?,
+                &device,
+            ))
         } else {
             None
         };
@@ -112,10 +154,19 @@ pub fn load_named_adapter<B: QuantBackend>(model: &mut Llama<B>, dir: impl AsRef
         *proj = Projection::Lora(layer);
     }
     set_active_adapter(model, Some(adapter_name));
-    let mut unused: Vec<String> = st.names().into_iter().filter(|k| !used.contains(*k)).map(|k| k.to_string()).collect();
+    let mut unused: Vec<String> = st
+        .names()
+        .into_iter()
+        .filter(|k| !used.contains(*k))
+        .map(|k| k.to_string())
+        .collect();
     unused.sort();
     if let Some(first) = unused.first() {
-        return Err(Error::UnexpectedTensor { path, key: first.clone(), count: unused.len() });
+        return Err(Error::UnexpectedTensor {
+            path,
+            key: first.clone(),
+            count: unused.len(),
+        });
     }
     Ok(config)
 }
@@ -123,7 +174,11 @@ pub fn load_named_adapter<B: QuantBackend>(model: &mut Llama<B>, dir: impl AsRef
 /// Wraps every projection that `config` targets with a fresh adapter (PEFT's initialisation:
 /// A kaiming-uniform, B zero, so the model starts equal to its base; DoRA's magnitude from the
 /// base weight norms). Dense bases give LoRA, quantized bases QLoRA.
-pub fn apply_lora<B: QuantBackend>(model: &mut Llama<B>, config: &LoraConfig, seed: u64) -> Result<()> {
+pub fn apply_lora<B: QuantBackend>(
+    model: &mut Llama<B>,
+    config: &LoraConfig,
+    seed: u64,
+) -> Result<()> {
     let device = model.embed_tokens.val().device();
     B::seed(&device, seed);
     for (name, proj) in projections_mut(model) {
@@ -135,9 +190,18 @@ pub fn apply_lora<B: QuantBackend>(model: &mut Llama<B>, config: &LoraConfig, se
         let base = match std::mem::replace(proj, placeholder) {
             Projection::Dense(d) => LoraBase::Dense(d),
             Projection::Quant(q) => LoraBase::Quant(q),
-            Projection::Lora(_) => return Err(Error::InvalidArgument(format!("{name} already has an adapter"))),
+            Projection::Lora(_) => {
+                return Err(Error::InvalidArgument(format!(
+                    "{name} already has an adapter"
+                )));
+            }
         };
-        *proj = Projection::Lora(LoraLinear::with_init(base, spec, config.init_lora_weights, &device));
+        *proj = Projection::Lora(LoraLinear::with_init(
+            base,
+            spec,
+            config.init_lora_weights,
+            &device,
+        ));
     }
     Ok(())
 }
@@ -149,7 +213,15 @@ pub fn parameter_counts<B: QuantBackend>(model: &Llama<B>) -> (usize, usize) {
     use burn::module::Module;
     let (mut trainable, mut quantized) = (0usize, 0usize);
     let layers = model.layers.iter().flat_map(|l| {
-        [&l.self_attn.q_proj, &l.self_attn.k_proj, &l.self_attn.v_proj, &l.self_attn.o_proj, &l.mlp.gate_proj, &l.mlp.up_proj, &l.mlp.down_proj]
+        [
+            &l.self_attn.q_proj,
+            &l.self_attn.k_proj,
+            &l.self_attn.v_proj,
+            &l.self_attn.o_proj,
+            &l.mlp.gate_proj,
+            &l.mlp.up_proj,
+            &l.mlp.down_proj,
+        ]
     });
     for p in layers.chain(model.lm_head.iter()) {
         let quant_dims = match p {
@@ -174,11 +246,20 @@ pub fn parameter_counts<B: QuantBackend>(model: &Llama<B>) -> (usize, usize) {
 /// `base_model_name_or_path` when given) and `adapter_model.safetensors` with PEFT's key names
 /// and layouts (`lora_A.weight` `[r, in]`, `lora_B.weight` `[out, r]`, `lora_magnitude_vector`
 /// `[out]`), each file written to a temporary name and renamed.
-pub fn save_adapter<B: QuantBackend>(model: &Llama<B>, config: &LoraConfig, dir: impl AsRef<Path>) -> Result<()> {
+pub fn save_adapter<B: QuantBackend>(
+    model: &Llama<B>,
+    config: &LoraConfig,
+    dir: impl AsRef<Path>,
+) -> Result<()> {
     let dir = dir.as_ref();
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-    let f32_bytes = |t: TensorData| -> Vec<u8> { t.convert::<f32>().as_slice::<f32>().map(|v| v.iter().flat_map(|x| x.to_le_bytes()).collect()).unwrap_or_default() };
+    let f32_bytes = |t: TensorData| -> Vec<u8> {
+        t.convert::<f32>()
+            .as_slice::<f32>()
+            .map(|v| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+            .unwrap_or_default()
+    };
     let mut names = Vec::new();
     let layers = model.layers.iter().enumerate().flat_map(|(l, layer)| {
         let a = &layer.self_attn;
@@ -195,15 +276,29 @@ pub fn save_adapter<B: QuantBackend>(model: &Llama<B>, config: &LoraConfig, dir:
     });
     for (name, p) in layers.chain(model.lm_head.iter().map(|h| ("lm_head".to_string(), h))) {
         let Projection::Lora(l) = p else { continue };
-        let Some(ad) = l.active_adapter() else { continue };
+        let Some(ad) = l.active_adapter() else {
+            continue;
+        };
         let prefix = format!("base_model.model.{name}");
         let a = ad.a.val().transpose();
         let b = ad.b.val().transpose();
-        tensors.push((format!("{prefix}.lora_A.weight"), a.dims().to_vec(), f32_bytes(a.into_data())));
-        tensors.push((format!("{prefix}.lora_B.weight"), b.dims().to_vec(), f32_bytes(b.into_data())));
+        tensors.push((
+            format!("{prefix}.lora_A.weight"),
+            a.dims().to_vec(),
+            f32_bytes(a.into_data()),
+        ));
+        tensors.push((
+            format!("{prefix}.lora_B.weight"),
+            b.dims().to_vec(),
+            f32_bytes(b.into_data()),
+        ));
         if let Some(m) = &ad.magnitude {
             let m = m.val();
-            tensors.push((format!("{prefix}.lora_magnitude_vector"), m.dims().to_vec(), f32_bytes(m.into_data())));
+            tensors.push((
+                format!("{prefix}.lora_magnitude_vector"),
+                m.dims().to_vec(),
+                f32_bytes(m.into_data()),
+            ));
         }
         names.push(name.rsplit('.').next().unwrap_or(&name).to_string());
     }
@@ -220,12 +315,18 @@ pub fn save_adapter<B: QuantBackend>(model: &Llama<B>, config: &LoraConfig, dir:
     let path = dir.join("adapter_model.safetensors");
     let tmp = dir.join("adapter_model.safetensors.tmp");
     let meta = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
-    safetensors::serialize_to_file(views, Some(meta), &tmp).map_err(|e| Error::Safetensors { path: path.clone(), message: e.to_string() })?;
+    safetensors::serialize_to_file(views, Some(meta), &tmp).map_err(|e| Error::Safetensors {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
     std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
     let cfg = config.to_peft_json(&names);
     let path = dir.join("adapter_config.json");
     let tmp = dir.join("adapter_config.json.tmp");
-    let text = serde_json::to_string_pretty(&cfg).map_err(|source| Error::Json { path: path.clone(), source })?;
+    let text = serde_json::to_string_pretty(&cfg).map_err(|source| Error::Json {
+        path: path.clone(),
+        source,
+    })?;
     std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
     std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
 }
@@ -242,9 +343,10 @@ pub fn merge_adapters<B: QuantBackend>(model: &mut Llama<B>, dequantize_rest: bo
                 merged += 1;
                 Some(l.merged())
             }
-            Projection::Quant(q) if dequantize_rest => {
-                Some(DenseLinear::new(B::dequantize_weight(&q.weight).transpose(), q.bias.clone()))
-            }
+            Projection::Quant(q) if dequantize_rest => Some(DenseLinear::new(
+                B::dequantize_weight(&q.weight).transpose(),
+                q.bias.clone(),
+            )),
             _ => None,
         };
         if let Some(d) = dense {

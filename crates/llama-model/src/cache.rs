@@ -31,7 +31,10 @@ impl<B: Backend> LayerCache<B> {
         };
         let ck = ck.slice_assign(ranges.clone(), k);
         let cv = cv.slice_assign(ranges, v);
-        let out = (ck.clone().slice([0..b, 0..h, 0..end, 0..d]), cv.clone().slice([0..b, 0..h, 0..end, 0..d]));
+        let out = (
+            ck.clone().slice([0..b, 0..h, 0..end, 0..d]),
+            cv.clone().slice([0..b, 0..h, 0..end, 0..d]),
+        );
         self.k = Some(ck);
         self.v = Some(cv);
         out
@@ -56,7 +59,11 @@ impl<B: Backend> KvCache<B> {
                 v: Some(Tensor::zeros(shape, device)),
             })
             .collect();
-        Self { layers, len: 0, capacity }
+        Self {
+            layers,
+            len: 0,
+            capacity,
+        }
     }
 
     /// Positions filled so far.

@@ -127,7 +127,10 @@ impl LlamaConfig {
             path: path.to_path_buf(),
             source,
         })?;
-        let err = |message: String| Error::Config { path: path.to_path_buf(), message };
+        let err = |message: String| Error::Config {
+            path: path.to_path_buf(),
+            message,
+        };
         match raw.model_type.as_deref() {
             Some("llama") => {}
             Some(other) => {
@@ -139,7 +142,9 @@ impl LlamaConfig {
         }
         if let Some(act) = raw.hidden_act.as_deref() {
             if act != "silu" {
-                return Err(err(format!("unsupported hidden_act \"{act}\": expected \"silu\"")));
+                return Err(err(format!(
+                    "unsupported hidden_act \"{act}\": expected \"silu\""
+                )));
             }
         }
         // transformers 5 nests the RoPE settings in `rope_parameters`; older files use
@@ -151,14 +156,17 @@ impl LlamaConfig {
             if let Some(theta) = p.get("rope_theta").and_then(Value::as_f64) {
                 rope_theta = Some(theta);
             }
-            let kind = p.get("rope_type").or_else(|| p.get("type")).and_then(Value::as_str);
+            let kind = p
+                .get("rope_type")
+                .or_else(|| p.get("type"))
+                .and_then(Value::as_str);
             rope_scaling = match kind {
                 None | Some("default") => RopeScaling::None,
                 Some("llama3") => {
                     let num = |key: &str| {
-                        p.get(key).and_then(Value::as_f64).ok_or_else(|| {
-                            err(format!("rope type llama3 needs a number `{key}`"))
-                        })
+                        p.get(key)
+                            .and_then(Value::as_f64)
+                            .ok_or_else(|| err(format!("rope type llama3 needs a number `{key}`")))
                     };
                     RopeScaling::Llama3 {
                         factor: num("factor")?,
@@ -193,7 +201,9 @@ impl LlamaConfig {
             }
         };
         if head_dim % 2 != 0 || head_dim == 0 {
-            return Err(err(format!("head_dim ({head_dim}) must be even and positive for RoPE")));
+            return Err(err(format!(
+                "head_dim ({head_dim}) must be even and positive for RoPE"
+            )));
         }
         let cfg = LlamaConfig {
             hidden_size: raw.hidden_size,
@@ -219,7 +229,9 @@ impl LlamaConfig {
             },
         };
         if cfg.hidden_size == 0 || cfg.vocab_size == 0 || cfg.intermediate_size == 0 {
-            return Err(err("hidden_size, intermediate_size and vocab_size must be positive".into()));
+            return Err(err(
+                "hidden_size, intermediate_size and vocab_size must be positive".into(),
+            ));
         }
         Ok(cfg)
     }
@@ -293,8 +305,14 @@ impl LlamaConfig {
         let (h, i, v) = (self.hidden_size, self.intermediate_size, self.vocab_size);
         let q = self.num_attention_heads * self.head_dim;
         let kv = self.num_key_value_heads * self.head_dim;
-        let attn = h * q + 2 * h * kv + q * h
-            + if self.attention_bias { q + 2 * kv + h } else { 0 };
+        let attn = h * q
+            + 2 * h * kv
+            + q * h
+            + if self.attention_bias {
+                q + 2 * kv + h
+            } else {
+                0
+            };
         let mlp = 3 * h * i + if self.mlp_bias { 2 * i + h } else { 0 };
         let layer = attn + mlp + 2 * h;
         let head = if self.tie_word_embeddings { 0 } else { v * h };

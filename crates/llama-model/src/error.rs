@@ -52,7 +52,9 @@ pub enum Error {
         expected: Vec<usize>,
     },
     /// The checkpoint holds tensors the model does not use.
-    #[error("{path}: unexpected tensor `{key}` ({count} unused tensor(s) in total); the config does not describe this checkpoint")]
+    #[error(
+        "{path}: unexpected tensor `{key}` ({count} unused tensor(s) in total); the config does not describe this checkpoint"
+    )]
     UnexpectedTensor {
         /// The file holding the first unused tensor.
         path: PathBuf,
@@ -85,7 +87,9 @@ pub enum Error {
     #[error("chat template: {0}")]
     Template(String),
     /// A prompt does not fit in the model's context.
-    #[error("prompt of {tokens} tokens plus {new} new tokens exceeds max_position_embeddings = {max}")]
+    #[error(
+        "prompt of {tokens} tokens plus {new} new tokens exceeds max_position_embeddings = {max}"
+    )]
     PromptTooLong {
         /// Prompt length in tokens.
         tokens: usize,
@@ -101,6 +105,9 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
 }

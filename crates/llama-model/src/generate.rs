@@ -25,7 +25,12 @@ pub struct GenerationConfig {
 
 impl Default for GenerationConfig {
     fn default() -> Self {
-        Self { max_new_tokens: 64, sampling: SamplingConfig::default(), eos_token_ids: Vec::new(), pad_token_id: 0 }
+        Self {
+            max_new_tokens: 64,
+            sampling: SamplingConfig::default(),
+            eos_token_ids: Vec::new(),
+            pad_token_id: 0,
+        }
     }
 }
 
@@ -42,7 +47,9 @@ pub fn generate<B: QuantBackend>(
     mut on_token: impl FnMut(usize, u32),
 ) -> Result<Vec<Vec<u32>>> {
     if prompts.is_empty() || prompts.iter().any(Vec::is_empty) {
-        return Err(Error::InvalidArgument("every prompt needs at least one token".into()));
+        return Err(Error::InvalidArgument(
+            "every prompt needs at least one token".into(),
+        ));
     }
     for p in prompts {
         model.check_ids(p, config.max_new_tokens)?;
@@ -58,7 +65,11 @@ pub fn generate<B: QuantBackend>(
         let pad = width - p.len();
         ids.extend(std::iter::repeat_n(config.pad_token_id as i64, pad));
         ids.extend(p.iter().map(|&t| t as i64));
-        mask.push(std::iter::repeat_n(0, pad).chain(std::iter::repeat_n(1, p.len())).collect());
+        mask.push(
+            std::iter::repeat_n(0, pad)
+                .chain(std::iter::repeat_n(1, p.len()))
+                .collect(),
+        );
     }
     let mut cache = KvCache::new(model.config(), b, width + config.max_new_tokens, &device);
     let mut sampler = Sampler::new(config.sampling.clone());

@@ -19,15 +19,16 @@ pub mod generate;
 pub mod model;
 pub mod nn;
 pub mod presets;
-pub mod quantize;
 pub mod pretrained;
+pub mod quantize;
 pub mod sampling;
 pub mod score;
 pub mod tokenizer;
 
-pub use quant::{self, QuantBackend};
-pub use peft;
-pub use adapter::{apply_lora, load_adapter, load_named_adapter, merge_adapters, parameter_counts, save_adapter, set_active_adapter};
+pub use adapter::{
+    apply_lora, load_adapter, load_named_adapter, merge_adapters, parameter_counts, save_adapter,
+    set_active_adapter,
+};
 pub use cache::KvCache;
 pub use checkpoint::{RandomSource, SafetensorsSource, SaveDtype, TensorSource, save_checkpoint};
 pub use config::{LlamaConfig, RopeScaling};
@@ -35,9 +36,11 @@ pub use error::{Error, Result};
 pub use generate::{GenerationConfig, generate};
 pub use model::{Llama, ModelInput};
 pub use nn::linear::{NamedTensor, Projection};
-pub use quant::DenseLinear;
-pub use quantize::QuantizeOptions;
+pub use peft;
 pub use pretrained::{load_pretrained, load_pretrained_quantized, resolve_model_dir};
+pub use quant::DenseLinear;
+pub use quant::{self, QuantBackend};
+pub use quantize::QuantizeOptions;
 pub use sampling::{Sampler, SamplingConfig};
 pub use score::{Nll, sequence_nll};
 pub use tokenizer::{ChatTemplate, LlamaTokenizer, Message};

@@ -14,10 +14,10 @@ use crate::error::{Error, Result};
 use crate::nn::attention::Attention;
 use crate::nn::block::DecoderLayer;
 use crate::nn::linear::{NamedTensor, Projection};
-use crate::quantize::{QuantizeOptions, load_projection};
 use crate::nn::mlp::Mlp;
 use crate::nn::norm::RmsNorm;
 use crate::nn::rope::RotaryEmbedding;
+use crate::quantize::{QuantizeOptions, load_projection};
 
 /// Value added to attention scores of masked positions (finite, so fully masked rows of padding
 /// stay finite instead of turning into NaN).
@@ -56,7 +56,11 @@ pub struct ModelInput<B: Backend> {
 impl<B: Backend> ModelInput<B> {
     /// Unpadded input.
     pub fn new(input_ids: Tensor<B, 2, Int>) -> Self {
-        Self { input_ids, attention_mask: None, position_ids: None }
+        Self {
+            input_ids,
+            attention_mask: None,
+            position_ids: None,
+        }
     }
 
     /// Adds a padding mask.
@@ -75,7 +79,11 @@ impl<B: Backend> ModelInput<B> {
 impl<B: QuantBackend> Llama<B> {
     /// Builds the model tensor by tensor from `src` (a checkpoint or a random initialiser),
     /// so at most one source tensor is held in host memory beside the model.
-    pub fn from_source(config: &LlamaConfig, src: &mut dyn TensorSource, device: &B::Device) -> Result<Self> {
+    pub fn from_source(
+        config: &LlamaConfig,
+        src: &mut dyn TensorSource,
+        device: &B::Device,
+    ) -> Result<Self> {
         Self::from_source_quantized(config, src, None, device)
     }
 
@@ -91,12 +99,17 @@ impl<B: QuantBackend> Llama<B> {
             q.validate()?;
         }
         let c = config;
-        let dense = |src: &mut dyn TensorSource, prefix: &str, shape: [usize; 2], bias: bool, device: &B::Device| {
+        let dense = |src: &mut dyn TensorSource,
+                     prefix: &str,
+                     shape: [usize; 2],
+                     bias: bool,
+                     device: &B::Device| {
             load_projection::<B>(src, c, prefix, shape, bias, quantize, device)
         };
         let (hd, h, i) = (c.head_dim, c.hidden_size, c.intermediate_size);
         let (q, kv) = (c.num_attention_heads * hd, c.num_key_value_heads * hd);
-        let embed_tokens = src.tensor::<B, 2>("model.embed_tokens.weight", [c.vocab_size, h], device)?;
+        let embed_tokens =
+            src.tensor::<B, 2>("model.embed_tokens.weight", [c.vocab_size, h], device)?;
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
         for l in 0..c.num_hidden_layers {
             let p = format!("model.layers.{l}");
@@ -117,13 +130,24 @@ impl<B: QuantBackend> Llama<B> {
                 down_proj: dense(src, &format!("{p}.mlp.down_proj"), [h, i], mb, device)?,
             };
             let norm = |name: &str, src: &mut dyn TensorSource| -> Result<RmsNorm<B>> {
-                Ok(RmsNorm::new(src.tensor::<B, 1>(&format!("{p}.{name}.weight"), [h], device)?, c.rms_norm_eps))
+                Ok(RmsNorm::new(
+                    src.tensor::<B, 1>(&format!("{p}.{name}.weight"), [h], device)?,
+                    c.rms_norm_eps,
+                ))
             };
             let input_layernorm = norm("input_layernorm", src)?;
             let post_attention_layernorm = norm("post_attention_layernorm", src)?;
-            layers.push(DecoderLayer { self_attn, mlp, input_layernorm, post_attention_layernorm });
+            layers.push(DecoderLayer {
+                self_attn,
+                mlp,
+                input_layernorm,
+                post_attention_layernorm,
+            });
         }
-        let norm = RmsNorm::new(src.tensor::<B, 1>("model.norm.weight", [h], device)?, c.rms_norm_eps);
+        let norm = RmsNorm::new(
+            src.tensor::<B, 1>("model.norm.weight", [h], device)?,
+            c.rms_norm_eps,
+        );
         let lm_head = if c.tie_word_embeddings {
             None
         } else {
@@ -190,7 +214,11 @@ impl<B: QuantBackend> Llama<B> {
     ///
     /// # Shapes
     /// - `input.input_ids`: `[batch, seq]` -> `[batch, seq, hidden]`
-    pub fn forward_hidden(&self, input: ModelInput<B>, mut cache: Option<&mut KvCache<B>>) -> Tensor<B, 3> {
+    pub fn forward_hidden(
+        &self,
+        input: ModelInput<B>,
+        mut cache: Option<&mut KvCache<B>>,
+    ) -> Tensor<B, 3> {
         let device = input.input_ids.device();
         let [b, s] = input.input_ids.dims();
         let past = cache.as_ref().map_or(0, |c| c.len());
@@ -267,7 +295,10 @@ impl<B: QuantBackend> Llama<B> {
 
     /// Every parameter under its Hugging Face key, in checkpoint order.
     pub fn named_tensors(&self) -> Vec<(String, NamedTensor<B>)> {
-        let mut out = vec![("model.embed_tokens.weight".to_string(), NamedTensor::D2(self.embed_tokens.val()))];
+        let mut out = vec![(
+            "model.embed_tokens.weight".to_string(),
+            NamedTensor::D2(self.embed_tokens.val()),
+        )];
         let proj = |out: &mut Vec<(String, NamedTensor<B>)>, prefix: String, p: &Projection<B>| {
             for (suffix, t) in p.named_tensors() {
                 out.push((format!("{prefix}.{suffix}"), t));
@@ -283,13 +314,19 @@ impl<B: QuantBackend> Llama<B> {
             proj(&mut out, format!("{p}.mlp.gate_proj"), &layer.mlp.gate_proj);
             proj(&mut out, format!("{p}.mlp.up_proj"), &layer.mlp.up_proj);
             proj(&mut out, format!("{p}.mlp.down_proj"), &layer.mlp.down_proj);
-            out.push((format!("{p}.input_layernorm.weight"), NamedTensor::D1(layer.input_layernorm.weight.val())));
+            out.push((
+                format!("{p}.input_layernorm.weight"),
+                NamedTensor::D1(layer.input_layernorm.weight.val()),
+            ));
             out.push((
                 format!("{p}.post_attention_layernorm.weight"),
                 NamedTensor::D1(layer.post_attention_layernorm.weight.val()),
             ));
         }
-        out.push(("model.norm.weight".to_string(), NamedTensor::D1(self.norm.weight.val())));
+        out.push((
+            "model.norm.weight".to_string(),
+            NamedTensor::D1(self.norm.weight.val()),
+        ));
         if let Some(head) = &self.lm_head {
             proj(&mut out, "lm_head".to_string(), head);
         }
@@ -309,11 +346,15 @@ fn attention_bias<B: Backend>(
     let total = past + s;
     let causal = (s > 1).then(|| {
         let masked = Tensor::<B, 2, Bool>::tril_mask([s, total], past as i64, device);
-        Tensor::<B, 2>::zeros([s, total], device).mask_fill(masked, MASKED).reshape([1, 1, s, total])
+        Tensor::<B, 2>::zeros([s, total], device)
+            .mask_fill(masked, MASKED)
+            .reshape([1, 1, s, total])
     });
     let padding = attention_mask.map(|m| {
         let pad = m.equal_elem(0);
-        Tensor::<B, 2>::zeros([b, total], device).mask_fill(pad, MASKED).reshape([b, 1, 1, total])
+        Tensor::<B, 2>::zeros([b, total], device)
+            .mask_fill(pad, MASKED)
+            .reshape([b, 1, 1, total])
     });
     match (causal, padding) {
         (Some(c), Some(p)) => Some(c + p),

@@ -2,7 +2,6 @@
 
 use std::path::{Path, PathBuf};
 
-
 use quant::QuantBackend;
 
 use crate::checkpoint::{SafetensorsSource, TensorSource};
@@ -13,10 +12,16 @@ use crate::quantize::QuantizeOptions;
 
 /// Loads `config.json` and the safetensors weights of `dir` onto `device`, converting every
 /// tensor to the compute dtype on the way.
-pub fn load_pretrained<B: QuantBackend>(dir: impl AsRef<Path>, device: &B::Device) -> Result<Llama<B>> {
+pub fn load_pretrained<B: QuantBackend>(
+    dir: impl AsRef<Path>,
+    device: &B::Device,
+) -> Result<Llama<B>> {
     let dir = dir.as_ref();
     if !dir.is_dir() {
-        return Err(Error::io(dir, std::io::Error::new(std::io::ErrorKind::NotFound, "model directory not found")));
+        return Err(Error::io(
+            dir,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "model directory not found"),
+        ));
     }
     let config = LlamaConfig::from_file(dir.join("config.json"))?;
     let mut src = SafetensorsSource::open(dir)?;
@@ -35,20 +40,29 @@ pub fn load_pretrained_quantized<B: QuantBackend>(
 ) -> Result<Llama<B>> {
     let dir = dir.as_ref();
     if !dir.is_dir() {
-        return Err(Error::io(dir, std::io::Error::new(std::io::ErrorKind::NotFound, "model directory not found")));
+        return Err(Error::io(
+            dir,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "model directory not found"),
+        ));
     }
     let config = LlamaConfig::from_file(dir.join("config.json"))?;
     if config.quantization.is_some() {
         return Err(Error::Config {
             path: dir.join("config.json"),
-            message: "this checkpoint is already quantized (quantization_config); load it as it is".into(),
+            message: "this checkpoint is already quantized (quantization_config); load it as it is"
+                .into(),
         });
     }
     let mut src = SafetensorsSource::open(dir)?;
     if config.tie_word_embeddings {
         src.allow_unused("lm_head.weight");
     }
-    Llama::from_source_quantized(&config, &mut src as &mut dyn TensorSource, Some(options), device)
+    Llama::from_source_quantized(
+        &config,
+        &mut src as &mut dyn TensorSource,
+        Some(options),
+        device,
+    )
 }
 
 /// The hub caches to search, in transformers' order: `$HF_HUB_CACHE`, `$HF_HOME/hub`,
@@ -82,7 +96,8 @@ pub fn resolve_in(spec: &str, caches: &[PathBuf]) -> Result<PathBuf> {
         return Ok(path);
     }
     let (id, revision) = spec.split_once('@').unwrap_or((spec, "main"));
-    let looks_like_id = id.split('/').count() == 2 && !id.starts_with(['/', '.', '~']) && !id.contains("..");
+    let looks_like_id =
+        id.split('/').count() == 2 && !id.starts_with(['/', '.', '~']) && !id.contains("..");
     if looks_like_id {
         let folder = format!("models--{}", id.replace('/', "--"));
         for cache in caches {
@@ -108,5 +123,8 @@ pub fn resolve_in(spec: &str, caches: &[PathBuf]) -> Result<PathBuf> {
             ),
         ));
     }
-    Err(Error::io(&path, std::io::Error::new(std::io::ErrorKind::NotFound, "model directory not found")))
+    Err(Error::io(
+        &path,
+        std::io::Error::new(std::io::ErrorKind::NotFound, "model directory not found"),
+    ))
 }

@@ -4,7 +4,9 @@
 
 use burn::prelude::*;
 use quant::bnb::{quant_state_keys, read_4bit, read_int8};
-use quant::{BnbConfig, BnbMethod, QuantLinear, QuantType, QuantWeight, int8_vectorwise_quant, quantize_4bit};
+use quant::{
+    BnbConfig, BnbMethod, QuantLinear, QuantType, QuantWeight, int8_vectorwise_quant, quantize_4bit,
+};
 
 use crate::checkpoint::TensorSource;
 use crate::config::LlamaConfig;
@@ -49,9 +51,13 @@ impl QuantizeOptions {
     /// Checks the options before any weight is read.
     pub fn validate(&self) -> Result<()> {
         if matches!(self.method, BnbMethod::FourBit(_)) {
-            quant::check_blocksize(self.blocksize).map_err(|e| Error::InvalidArgument(format!("--blocksize: {e}")))?;
+            quant::check_blocksize(self.blocksize)
+                .map_err(|e| Error::InvalidArgument(format!("--blocksize: {e}")))?;
         }
-        if !matches!(self.compute_dtype.as_str(), "float32" | "bfloat16" | "float16") {
+        if !matches!(
+            self.compute_dtype.as_str(),
+            "float32" | "bfloat16" | "float16"
+        ) {
             return Err(Error::InvalidArgument(format!(
                 "compute dtype \"{}\": expected float32, bfloat16 or float16",
                 self.compute_dtype
@@ -66,7 +72,10 @@ impl QuantizeOptions {
             return false;
         }
         let dotted = format!(".{name}.");
-        !self.skip_modules.iter().any(|s| dotted.contains(&format!(".{}.", s.trim_matches('.'))))
+        !self
+            .skip_modules
+            .iter()
+            .any(|s| dotted.contains(&format!(".{}.", s.trim_matches('.'))))
     }
 
     /// The `quantization_config` a checkpoint quantized with these options carries.
@@ -91,7 +100,10 @@ fn quant_error(src: &dyn TensorSource, prefix: &str, e: quant::Error) -> Error {
         quant::Error::Checkpoint { .. } => e.to_string(),
         other => format!("`{prefix}.weight`: {other}"),
     };
-    Error::Safetensors { path: src.location(&format!("{prefix}.weight")), message }
+    Error::Safetensors {
+        path: src.location(&format!("{prefix}.weight")),
+        message,
+    }
 }
 
 /// Loads the projection stored under `prefix` with HF shape `[out, in]`: a bitsandbytes 4-bit or
@@ -107,45 +119,75 @@ pub(crate) fn load_projection<B: Backend>(
     device: &B::Device,
 ) -> Result<Projection<B>> {
     let bias = |src: &mut dyn TensorSource| -> Result<Option<Tensor<B, 1>>> {
-        if bias { Ok(Some(src.tensor::<B, 1>(&format!("{prefix}.bias"), [shape[0]], device)?)) } else { Ok(None) }
+        if bias {
+            Ok(Some(src.tensor::<B, 1>(
+                &format!("{prefix}.bias"),
+                [shape[0]],
+                device,
+            )?))
+        } else {
+            Ok(None)
+        }
     };
     let name = prefix.strip_suffix(".weight").unwrap_or(prefix);
     // A weight that a bitsandbytes checkpoint stores quantized.
     for (_, state_key) in quant_state_keys(name) {
         if src.contains(&state_key) {
             let q = {
-                let mut take = |k: &str| src.take_raw(k).map_err(|e| quant::Error::Checkpoint { key: k.into(), message: e.to_string() });
+                let mut take = |k: &str| {
+                    src.take_raw(k).map_err(|e| quant::Error::Checkpoint {
+                        key: k.into(),
+                        message: e.to_string(),
+                    })
+                };
                 read_4bit(name, &state_key, shape, &mut take)
             }
             .map_err(|e| quant_error(src, name, e))?;
-            let weight = QuantWeight::from_4bit(&q, shape[0], shape[1], device).map_err(|e| quant_error(src, name, e))?;
+            let weight = QuantWeight::from_4bit(&q, shape[0], shape[1], device)
+                .map_err(|e| quant_error(src, name, e))?;
             return Ok(Projection::Quant(QuantLinear::new(weight, bias(src)?)));
         }
     }
     if src.contains(&format!("{name}.SCB")) {
         let q = {
-            let mut take = |k: &str| src.take_raw(k).map_err(|e| quant::Error::Checkpoint { key: k.into(), message: e.to_string() });
+            let mut take = |k: &str| {
+                src.take_raw(k).map_err(|e| quant::Error::Checkpoint {
+                    key: k.into(),
+                    message: e.to_string(),
+                })
+            };
             read_int8(name, shape, &mut take)
         }
         .map_err(|e| quant_error(src, name, e))?;
-        let threshold = config.quantization.as_ref().map_or(6.0, |c| c.int8_threshold);
-        let weight = QuantWeight::from_int8(&q, threshold, device).map_err(|e| quant_error(src, name, e))?;
+        let threshold = config
+            .quantization
+            .as_ref()
+            .map_or(6.0, |c| c.int8_threshold);
+        let weight =
+            QuantWeight::from_int8(&q, threshold, device).map_err(|e| quant_error(src, name, e))?;
         return Ok(Projection::Quant(QuantLinear::new(weight, bias(src)?)));
     }
     // Float weights (`[out, in]` in the file).
     let key = format!("{name}.weight");
     let data = src.take(&key, &shape)?;
-    let values = data.into_vec::<f32>().map_err(|e| Error::InvalidArgument(format!("{key}: {e:?}")))?;
+    let values = data
+        .into_vec::<f32>()
+        .map_err(|e| Error::InvalidArgument(format!("{key}: {e:?}")))?;
     if let Some(opts) = quantize.filter(|o| o.applies_to(name)) {
         let weight = match opts.method {
             BnbMethod::FourBit(qt) => {
-                let q = quantize_4bit(&values, qt, opts.blocksize, opts.double_quant).map_err(|e| quant_error(src, name, e))?;
+                let q = quantize_4bit(&values, qt, opts.blocksize, opts.double_quant)
+                    .map_err(|e| quant_error(src, name, e))?;
                 QuantWeight::from_4bit(&q, shape[0], shape[1], device)
             }
             BnbMethod::Int8 => {
                 // transformers casts the weight to f16 before LLM.int8 quantization.
-                let halfed: Vec<f32> = values.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
-                let q = int8_vectorwise_quant(&halfed, shape[0], shape[1], 0.0).map_err(|e| quant_error(src, name, e))?;
+                let halfed: Vec<f32> = values
+                    .iter()
+                    .map(|&v| half::f16::from_f32(v).to_f32())
+                    .collect();
+                let q = int8_vectorwise_quant(&halfed, shape[0], shape[1], 0.0)
+                    .map_err(|e| quant_error(src, name, e))?;
                 QuantWeight::from_int8(&q, opts.int8_threshold, device)
             }
         }
@@ -156,6 +198,7 @@ pub(crate) fn load_projection<B: Backend>(
     // Dense: the layer keeps `[in, out]` (see `DenseLinear`).
     let transposed = transpose_data(&values, shape[0], shape[1]);
     drop(values);
-    let weight = Tensor::<B, 2>::from_data(TensorData::new(transposed, [shape[1], shape[0]]), device);
+    let weight =
+        Tensor::<B, 2>::from_data(TensorData::new(transposed, [shape[1], shape[0]]), device);
     Ok(Projection::Dense(DenseLinear::new(weight, bias(src)?)))
 }

@@ -19,7 +19,12 @@ pub struct SamplingConfig {
 
 impl Default for SamplingConfig {
     fn default() -> Self {
-        Self { temperature: 0.0, top_k: 0, top_p: 1.0, seed: 42 }
+        Self {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            seed: 42,
+        }
     }
 }
 
@@ -56,11 +61,18 @@ impl Sampler {
         }
         let mut idx: Vec<usize> = (0..logits.len()).collect();
         idx.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
-        let keep = if c.top_k > 0 { c.top_k.min(idx.len()) } else { idx.len() };
+        let keep = if c.top_k > 0 {
+            c.top_k.min(idx.len())
+        } else {
+            idx.len()
+        };
         idx.truncate(keep);
         let t = c.temperature as f32;
         let max = logits[idx[0]] / t;
-        let mut probs: Vec<f64> = idx.iter().map(|&i| f64::from((logits[i] / t - max).exp())).collect();
+        let mut probs: Vec<f64> = idx
+            .iter()
+            .map(|&i| f64::from((logits[i] / t - max).exp()))
+            .collect();
         let total: f64 = probs.iter().sum();
         probs.iter_mut().for_each(|p| *p /= total);
         if c.top_p < 1.0 {
@@ -105,14 +117,29 @@ mod tests {
     #[test]
     fn top_k_one_is_greedy_and_seed_repeats() {
         let logits: Vec<f32> = (0..50).map(|i| ((i * 37) % 11) as f32 * 0.3).collect();
-        let cfg = SamplingConfig { temperature: 1.0, top_k: 1, ..Default::default() };
+        let cfg = SamplingConfig {
+            temperature: 1.0,
+            top_k: 1,
+            ..Default::default()
+        };
         let mut s = Sampler::new(cfg);
         for _ in 0..10 {
             assert_eq!(s.sample(&logits) as usize, argmax(&logits));
         }
-        let cfg = SamplingConfig { temperature: 0.8, top_k: 20, top_p: 0.9, seed: 7 };
-        let a: Vec<u32> = { let mut s = Sampler::new(cfg.clone()); (0..20).map(|_| s.sample(&logits)).collect() };
-        let b: Vec<u32> = { let mut s = Sampler::new(cfg); (0..20).map(|_| s.sample(&logits)).collect() };
+        let cfg = SamplingConfig {
+            temperature: 0.8,
+            top_k: 20,
+            top_p: 0.9,
+            seed: 7,
+        };
+        let a: Vec<u32> = {
+            let mut s = Sampler::new(cfg.clone());
+            (0..20).map(|_| s.sample(&logits)).collect()
+        };
+        let b: Vec<u32> = {
+            let mut s = Sampler::new(cfg);
+            (0..20).map(|_| s.sample(&logits)).collect()
+        };
         assert_eq!(a, b);
     }
 
@@ -120,12 +147,22 @@ mod tests {
     fn top_p_excludes_unlikely_tokens() {
         // One token holds ~97% of the mass: top_p 0.9 must always pick it.
         let logits = [10.0f32, 6.0, 5.0, 4.0];
-        let mut s = Sampler::new(SamplingConfig { temperature: 1.0, top_k: 0, top_p: 0.9, seed: 1 });
+        let mut s = Sampler::new(SamplingConfig {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 0.9,
+            seed: 1,
+        });
         for _ in 0..50 {
             assert_eq!(s.sample(&logits), 0);
         }
         // Without top_p the other tokens do show up.
-        let mut s = Sampler::new(SamplingConfig { temperature: 1.0, top_k: 0, top_p: 1.0, seed: 1 });
+        let mut s = Sampler::new(SamplingConfig {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            seed: 1,
+        });
         assert!((0..500).any(|_| s.sample(&logits) != 0));
     }
 }

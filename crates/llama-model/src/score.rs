@@ -43,7 +43,12 @@ pub fn sequence_nll<B: QuantBackend>(model: &Llama<B>, ids: &[u32]) -> Result<Nl
     let values: Vec<f32> = picked.into_data().iter::<f32>().collect();
     let total = -values.iter().map(|&v| f64::from(v)).sum::<f64>();
     if !total.is_finite() {
-        return Err(Error::InvalidArgument("loss is not finite (NaN or Inf in the logits)".into()));
+        return Err(Error::InvalidArgument(
+            "loss is not finite (NaN or Inf in the logits)".into(),
+        ));
     }
-    Ok(Nll { total, tokens: n - 1 })
+    Ok(Nll {
+        total,
+        tokens: n - 1,
+    })
 }

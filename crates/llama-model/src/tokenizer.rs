@@ -21,7 +21,10 @@ pub struct Message {
 impl Message {
     /// A message with `role` and `content`.
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
-        Self { role: role.into(), content: content.into() }
+        Self {
+            role: role.into(),
+            content: content.into(),
+        }
     }
 }
 
@@ -83,7 +86,10 @@ fn python_json(value: &Value, indent: Option<usize>, depth: usize, out: &mut Str
     }
 }
 
-fn tojson(value: JValue, kwargs: minijinja::value::Kwargs) -> std::result::Result<JValue, minijinja::Error> {
+fn tojson(
+    value: JValue,
+    kwargs: minijinja::value::Kwargs,
+) -> std::result::Result<JValue, minijinja::Error> {
     let indent: Option<usize> = kwargs.get("indent")?;
     kwargs.assert_all_used()?;
     let json = serde_json::to_value(&value)
@@ -104,14 +110,22 @@ impl ChatTemplate {
         env.add_filter("tojson", tojson);
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
-        env.add_template_owned("chat", source.to_string()).map_err(|e| Error::Template(e.to_string()))?;
-        Ok(Self { env, bos_token: bos_token.into(), eos_token: eos_token.into() })
+        env.add_template_owned("chat", source.to_string())
+            .map_err(|e| Error::Template(e.to_string()))?;
+        Ok(Self {
+            env,
+            bos_token: bos_token.into(),
+            eos_token: eos_token.into(),
+        })
     }
 
     /// Renders `messages` as `tokenizer.apply_chat_template(messages, tokenize=False,
     /// add_generation_prompt=...)` does.
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
-        let tmpl = self.env.get_template("chat").map_err(|e| Error::Template(e.to_string()))?;
+        let tmpl = self
+            .env
+            .get_template("chat")
+            .map_err(|e| Error::Template(e.to_string()))?;
         tmpl.render(context! {
             messages => messages,
             add_generation_prompt => add_generation_prompt,
@@ -160,14 +174,23 @@ impl LlamaTokenizer {
         let dir = dir.as_ref();
         let path = dir.join("tokenizer.json");
         if !path.is_file() {
-            return Err(Error::io(&path, std::io::Error::new(std::io::ErrorKind::NotFound, "tokenizer.json not found")));
+            return Err(Error::io(
+                &path,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "tokenizer.json not found"),
+            ));
         }
-        let inner = tokenizers::Tokenizer::from_file(&path)
-            .map_err(|e| Error::Tokenizer { path: path.clone(), message: format!("failed to parse: {e}") })?;
+        let inner = tokenizers::Tokenizer::from_file(&path).map_err(|e| Error::Tokenizer {
+            path: path.clone(),
+            message: format!("failed to parse: {e}"),
+        })?;
         let config_path = dir.join("tokenizer_config.json");
         let config: Value = if config_path.is_file() {
-            let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
-            serde_json::from_str(&text).map_err(|source| Error::Json { path: config_path.clone(), source })?
+            let text =
+                std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
+            serde_json::from_str(&text).map_err(|source| Error::Json {
+                path: config_path.clone(),
+                source,
+            })?
         } else {
             Value::Null
         };
@@ -181,17 +204,34 @@ impl LlamaTokenizer {
         };
         let chat_template = match source {
             Some(src) => Some(
-                ChatTemplate::new(&src, bos_token.as_deref().unwrap_or(""), eos_token.as_deref().unwrap_or(""))
-                    .map_err(|e| Error::Tokenizer { path: config_path.clone(), message: e.to_string() })?,
+                ChatTemplate::new(
+                    &src,
+                    bos_token.as_deref().unwrap_or(""),
+                    eos_token.as_deref().unwrap_or(""),
+                )
+                .map_err(|e| Error::Tokenizer {
+                    path: config_path.clone(),
+                    message: e.to_string(),
+                })?,
             ),
             None => None,
         };
-        Ok(Self { inner, bos_token, eos_token, chat_template })
+        Ok(Self {
+            inner,
+            bos_token,
+            eos_token,
+            chat_template,
+        })
     }
 
     /// Wraps a tokenizer without a config (no chat template).
     pub fn from_tokenizer(inner: tokenizers::Tokenizer) -> Self {
-        Self { inner, bos_token: None, eos_token: None, chat_template: None }
+        Self {
+            inner,
+            bos_token: None,
+            eos_token: None,
+            chat_template: None,
+        }
     }
 
     /// Encodes `text`; `add_special_tokens` applies the post-processor (BOS for Llama).
@@ -199,7 +239,10 @@ impl LlamaTokenizer {
         let enc = self
             .inner
             .encode(text, add_special_tokens)
-            .map_err(|e| Error::Tokenizer { path: PathBuf::from("tokenizer.json"), message: e.to_string() })?;
+            .map_err(|e| Error::Tokenizer {
+                path: PathBuf::from("tokenizer.json"),
+                message: e.to_string(),
+            })?;
         Ok(enc.get_ids().to_vec())
     }
 
@@ -207,7 +250,10 @@ impl LlamaTokenizer {
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
         self.inner
             .decode(ids, skip_special_tokens)
-            .map_err(|e| Error::Tokenizer { path: PathBuf::from("tokenizer.json"), message: e.to_string() })
+            .map_err(|e| Error::Tokenizer {
+                path: PathBuf::from("tokenizer.json"),
+                message: e.to_string(),
+            })
     }
 
     /// Id of a token string, if it is in the vocabulary.
@@ -231,7 +277,11 @@ impl LlamaTokenizer {
     }
 
     /// `tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=...)`.
-    pub fn apply_chat_template(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+    pub fn apply_chat_template(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+    ) -> Result<String> {
         let tmpl = self
             .chat_template
             .as_ref()
@@ -241,7 +291,11 @@ impl LlamaTokenizer {
 
     /// `tokenizer.apply_chat_template(messages, tokenize=True, ...)`: the rendered text encoded
     /// without adding special tokens again (the template already holds BOS).
-    pub fn encode_chat(&self, messages: &[Message], add_generation_prompt: bool) -> Result<Vec<u32>> {
+    pub fn encode_chat(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+    ) -> Result<Vec<u32>> {
         let text = self.apply_chat_template(messages, add_generation_prompt)?;
         self.encode(&text, false)
     }
@@ -264,7 +318,9 @@ mod tests {
             "",
         )
         .unwrap();
-        let out = t.render(&[Message::new("user", "h\u{e9}<\"x\">")], false).unwrap();
+        let out = t
+            .render(&[Message::new("user", "h\u{e9}<\"x\">")], false)
+            .unwrap();
         // Python: json.dumps(m, ensure_ascii=False) keeps non-ASCII and does not HTML-escape.
         assert_eq!(
             out,

@@ -6,7 +6,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{B, DEVICE, model_dir};
-use llama_model::{GenerationConfig, LlamaTokenizer, load_pretrained, generate};
+use llama_model::{GenerationConfig, LlamaTokenizer, generate, load_pretrained};
 
 /// A private copy of a fixture checkpoint that a test may damage.
 fn scratch(tag: &str) -> PathBuf {
@@ -21,14 +21,18 @@ fn scratch(tag: &str) -> PathBuf {
 }
 
 fn load_err(dir: &Path) -> String {
-    let err = load_pretrained::<B>(dir, &DEVICE).err().expect("loading must fail").to_string();
+    let err = load_pretrained::<B>(dir, &DEVICE)
+        .err()
+        .expect("loading must fail")
+        .to_string();
     assert!(!err.contains('\n'), "error must be one line: {err}");
     err
 }
 
 fn edit_config(dir: &Path, f: impl FnOnce(&mut serde_json::Value)) {
     let path = dir.join("config.json");
-    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     f(&mut v);
     std::fs::write(path, serde_json::to_string(&v).unwrap()).unwrap();
 }
@@ -36,7 +40,10 @@ fn edit_config(dir: &Path, f: impl FnOnce(&mut serde_json::Value)) {
 #[test]
 fn missing_directory() {
     let err = load_err(Path::new("/nonexistent/model/dir"));
-    assert!(err.contains("/nonexistent/model/dir") && err.contains("not found"), "{err}");
+    assert!(
+        err.contains("/nonexistent/model/dir") && err.contains("not found"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -50,9 +57,16 @@ fn missing_config() {
 #[test]
 fn malformed_config_json() {
     let dir = scratch("malformed");
-    std::fs::write(dir.join("config.json"), "{\"model_type\": \"llama\", \"hidden_size\": }").unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        "{\"model_type\": \"llama\", \"hidden_size\": }",
+    )
+    .unwrap();
     let err = load_err(&dir);
-    assert!(err.contains("config.json") && err.contains("invalid JSON") && err.contains("line 1"), "{err}");
+    assert!(
+        err.contains("config.json") && err.contains("invalid JSON") && err.contains("line 1"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -62,7 +76,10 @@ fn config_missing_field() {
         v.as_object_mut().unwrap().remove("hidden_size");
     });
     let err = load_err(&dir);
-    assert!(err.contains("config.json") && err.contains("hidden_size"), "{err}");
+    assert!(
+        err.contains("config.json") && err.contains("hidden_size"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -70,13 +87,20 @@ fn unsupported_model_type() {
     let dir = scratch("mtype");
     edit_config(&dir, |v| v["model_type"] = "mistral".into());
     let err = load_err(&dir);
-    assert!(err.contains("config.json") && err.contains("\"mistral\"") && err.contains("expected \"llama\""), "{err}");
+    assert!(
+        err.contains("config.json")
+            && err.contains("\"mistral\"")
+            && err.contains("expected \"llama\""),
+        "{err}"
+    );
 }
 
 #[test]
 fn unsupported_rope_type() {
     let dir = scratch("rope");
-    edit_config(&dir, |v| v["rope_scaling"] = serde_json::json!({"rope_type": "yarn", "factor": 4.0}));
+    edit_config(&dir, |v| {
+        v["rope_scaling"] = serde_json::json!({"rope_type": "yarn", "factor": 4.0})
+    });
     let err = load_err(&dir);
     assert!(err.contains("unsupported rope type \"yarn\""), "{err}");
 }
@@ -88,7 +112,10 @@ fn truncated_safetensors() {
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
     let err = load_err(&dir);
-    assert!(err.contains("model.safetensors") && err.contains("truncated or corrupt"), "{err}");
+    assert!(
+        err.contains("model.safetensors") && err.contains("truncated or corrupt"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -99,7 +126,10 @@ fn corrupt_safetensors_header() {
     bytes[8..40].copy_from_slice(&[b'#'; 32]);
     std::fs::write(&path, &bytes).unwrap();
     let err = load_err(&dir);
-    assert!(err.contains("model.safetensors") && err.contains("truncated or corrupt"), "{err}");
+    assert!(
+        err.contains("model.safetensors") && err.contains("truncated or corrupt"),
+        "{err}"
+    );
     // A file shorter than the 8-byte length prefix.
     std::fs::write(&path, [1u8, 2, 3]).unwrap();
     let err = load_err(&dir);
@@ -112,7 +142,9 @@ fn shape_mismatch_names_key_and_both_shapes() {
     edit_config(&dir, |v| v["vocab_size"] = 500.into());
     let err = load_err(&dir);
     assert!(
-        err.contains("model.embed_tokens.weight") && err.contains("[512, 64]") && err.contains("[500, 64]"),
+        err.contains("model.embed_tokens.weight")
+            && err.contains("[512, 64]")
+            && err.contains("[500, 64]"),
         "{err}"
     );
 }
@@ -122,7 +154,10 @@ fn missing_tensor() {
     let dir = scratch("missing");
     edit_config(&dir, |v| v["num_hidden_layers"] = 3.into());
     let err = load_err(&dir);
-    assert!(err.contains("missing tensor `model.layers.2.self_attn.q_proj.weight`"), "{err}");
+    assert!(
+        err.contains("missing tensor `model.layers.2.self_attn.q_proj.weight`"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -144,7 +179,11 @@ fn wrong_dtype() {
     let mut views = Vec::new();
     for (name, view) in st.tensors() {
         if name == "model.norm.weight" {
-            views.push((name, safetensors::tensor::TensorView::new(safetensors::Dtype::I64, vec![64], &ints).unwrap()));
+            views.push((
+                name,
+                safetensors::tensor::TensorView::new(safetensors::Dtype::I64, vec![64], &ints)
+                    .unwrap(),
+            ));
         } else {
             views.push((name, view));
         }
@@ -152,7 +191,10 @@ fn wrong_dtype() {
     let out = safetensors::serialize(views, None).unwrap();
     std::fs::write(&path, out).unwrap();
     let err = load_err(&dir);
-    assert!(err.contains("model.norm.weight") && err.contains("I64") && err.contains("expected F32"), "{err}");
+    assert!(
+        err.contains("model.norm.weight") && err.contains("I64") && err.contains("expected F32"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -172,12 +214,28 @@ fn missing_shard_listed_in_index() {
 #[test]
 fn tokenizer_that_fails_to_parse() {
     let dir = scratch("tok");
-    std::fs::write(dir.join("tokenizer.json"), "{\"version\": \"1.0\", \"model\": 42}").unwrap();
-    let err = LlamaTokenizer::from_dir(&dir).err().expect("must fail").to_string();
-    assert!(err.contains("tokenizer.json") && err.contains("failed to parse"), "{err}");
+    std::fs::write(
+        dir.join("tokenizer.json"),
+        "{\"version\": \"1.0\", \"model\": 42}",
+    )
+    .unwrap();
+    let err = LlamaTokenizer::from_dir(&dir)
+        .err()
+        .expect("must fail")
+        .to_string();
+    assert!(
+        err.contains("tokenizer.json") && err.contains("failed to parse"),
+        "{err}"
+    );
     std::fs::remove_file(dir.join("tokenizer.json")).unwrap();
-    let err = LlamaTokenizer::from_dir(&dir).err().expect("must fail").to_string();
-    assert!(err.contains("tokenizer.json") && err.contains("not found"), "{err}");
+    let err = LlamaTokenizer::from_dir(&dir)
+        .err()
+        .expect("must fail")
+        .to_string();
+    assert!(
+        err.contains("tokenizer.json") && err.contains("not found"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -185,13 +243,26 @@ fn prompt_longer_than_context() {
     let model = load_pretrained::<B>(model_dir("mha_untied"), &DEVICE).unwrap();
     let max = model.config().max_position_embeddings;
     let prompt = vec![vec![11u32; max + 1]];
-    let err = generate(&model, &prompt, &GenerationConfig::default(), |_, _| {}).unwrap_err().to_string();
-    assert!(err.contains("exceeds max_position_embeddings = 128"), "{err}");
+    let err = generate(&model, &prompt, &GenerationConfig::default(), |_, _| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("exceeds max_position_embeddings = 128"),
+        "{err}"
+    );
     // Fits alone, but not with the requested new tokens.
     let prompt = vec![vec![11u32; max - 4]];
-    let cfg = GenerationConfig { max_new_tokens: 10, ..Default::default() };
+    let cfg = GenerationConfig {
+        max_new_tokens: 10,
+        ..Default::default()
+    };
     assert!(generate(&model, &prompt, &cfg, |_, _| {}).is_err());
     // Token ids outside the vocabulary.
-    let err = generate(&model, &[vec![9999u32]], &cfg, |_, _| {}).unwrap_err().to_string();
-    assert!(err.contains("token id 9999") && err.contains("vocab_size = 512"), "{err}");
+    let err = generate(&model, &[vec![9999u32]], &cfg, |_, _| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("token id 9999") && err.contains("vocab_size = 512"),
+        "{err}"
+    );
 }

@@ -6,12 +6,18 @@ mod common;
 use burn::prelude::*;
 use common::{B, DEVICE, Expected, max_abs_diff, model_dir};
 use llama_model::{
-    Llama, LlamaConfig, ModelInput, RopeScaling, SafetensorsSource, SaveDtype, load_pretrained, save_checkpoint,
+    Llama, LlamaConfig, ModelInput, RopeScaling, SafetensorsSource, SaveDtype, load_pretrained,
+    save_checkpoint,
 };
 
 fn logits(model: &Llama<B>, exp: &Expected) -> Vec<f32> {
-    let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(exp.i64("input_ids"), [2, 12]), &DEVICE);
-    model.forward(ModelInput::new(ids), None).into_data().iter::<f32>().collect()
+    let ids =
+        Tensor::<B, 2, Int>::from_data(TensorData::new(exp.i64("input_ids"), [2, 12]), &DEVICE);
+    model
+        .forward(ModelInput::new(ids), None)
+        .into_data()
+        .iter::<f32>()
+        .collect()
 }
 
 fn tempdir(tag: &str) -> std::path::PathBuf {
@@ -30,20 +36,44 @@ fn save_and_reload_round_trips() {
         let dir = tempdir(&format!("{name}-f32"));
         save_checkpoint(&model, &dir, SaveDtype::F32, None).unwrap();
         let back = load_pretrained::<B>(&dir, &DEVICE).unwrap();
-        assert_eq!(back.config(), model.config(), "{name}: config survives the round trip");
+        assert_eq!(
+            back.config(),
+            model.config(),
+            "{name}: config survives the round trip"
+        );
         assert_eq!(logits(&back, &exp), want, "{name}: f32 round trip is exact");
 
         let dir2 = tempdir(&format!("{name}-sharded"));
         let files = save_checkpoint(&model, &dir2, SaveDtype::F32, Some(100_000)).unwrap();
-        assert!(files.iter().any(|f| f.ends_with("model.safetensors.index.json")));
-        assert!(files.iter().filter(|f| f.extension().is_some_and(|e| e == "safetensors")).count() >= 3);
+        assert!(
+            files
+                .iter()
+                .any(|f| f.ends_with("model.safetensors.index.json"))
+        );
+        assert!(
+            files
+                .iter()
+                .filter(|f| f.extension().is_some_and(|e| e == "safetensors"))
+                .count()
+                >= 3
+        );
         let back = load_pretrained::<B>(&dir2, &DEVICE).unwrap();
-        assert_eq!(logits(&back, &exp), want, "{name}: sharded round trip is exact");
+        assert_eq!(
+            logits(&back, &exp),
+            want,
+            "{name}: sharded round trip is exact"
+        );
 
         // bf16 storage rounds the weights: the logits move a little, not a lot.
         let dir3 = tempdir(&format!("{name}-bf16"));
         save_checkpoint(&model, &dir3, SaveDtype::BF16, None).unwrap();
-        assert_eq!(SafetensorsSource::open(&dir3).unwrap().dtype_of("model.norm.weight").as_deref(), Some("BF16"));
+        assert_eq!(
+            SafetensorsSource::open(&dir3)
+                .unwrap()
+                .dtype_of("model.norm.weight")
+                .as_deref(),
+            Some("BF16")
+        );
         let back = load_pretrained::<B>(&dir3, &DEVICE).unwrap();
         let diff = max_abs_diff(&logits(&back, &exp), &want);
         assert!(diff > 0.0 && diff < 0.5, "{name}: bf16 diff {diff}");
@@ -74,14 +104,27 @@ fn saving_over_a_checkpoint_switches_layout_cleanly() {
 fn both_config_layouts_are_read() {
     // Classic published layout: rope_theta / torch_dtype, no rope scaling.
     let c = LlamaConfig::from_file(model_dir("mha_untied")).unwrap();
-    assert_eq!((c.rope_theta, c.rope_scaling, c.torch_dtype.as_deref()), (10_000.0, RopeScaling::None, Some("float32")));
+    assert_eq!(
+        (c.rope_theta, c.rope_scaling, c.torch_dtype.as_deref()),
+        (10_000.0, RopeScaling::None, Some("float32"))
+    );
     assert_eq!(c.eos_token_ids, vec![4]);
     assert_eq!(c.head_dim, 16);
     // transformers 5 layout: rope_parameters / dtype, llama3 scaling, explicit head_dim.
     let c = LlamaConfig::from_file(model_dir("gqa_llama3_tied")).unwrap();
     assert_eq!(c.rope_theta, 500_000.0);
-    assert!(matches!(c.rope_scaling, RopeScaling::Llama3 { factor: 8.0, original_max_position_embeddings: 16, .. }));
-    assert_eq!((c.head_dim, c.num_key_value_heads, c.tie_word_embeddings), (32, 2, true));
+    assert!(matches!(
+        c.rope_scaling,
+        RopeScaling::Llama3 {
+            factor: 8.0,
+            original_max_position_embeddings: 16,
+            ..
+        }
+    ));
+    assert_eq!(
+        (c.head_dim, c.num_key_value_heads, c.tie_word_embeddings),
+        (32, 2, true)
+    );
     assert_eq!(c.eos_token_ids, vec![1, 4]);
     // Classic layout with llama3 scaling in `rope_scaling`.
     let c = LlamaConfig::from_file(model_dir("sharded_bias")).unwrap();
@@ -102,7 +145,12 @@ fn rope_frequencies_match_transformers() {
         let (cos, sin) = rope.cos_sin(pos);
         let cos: Vec<f32> = cos.into_data().iter::<f32>().collect();
         let sin: Vec<f32> = sin.into_data().iter::<f32>().collect();
-        let angles: Vec<f32> = sin.iter().zip(&cos).take(want.len()).map(|(s, c)| s.atan2(*c)).collect();
+        let angles: Vec<f32> = sin
+            .iter()
+            .zip(&cos)
+            .take(want.len())
+            .map(|(s, c)| s.atan2(*c))
+            .collect();
         let diff = max_abs_diff(&angles, &want);
         assert!(diff < 1e-6, "{name}: inv_freq diff {diff}");
     }
@@ -123,16 +171,33 @@ fn hub_ids_resolve_through_the_local_cache() {
         let entry = entry.unwrap();
         std::fs::copy(entry.path(), snap.join(entry.file_name())).unwrap();
     }
-    let caches = vec![std::path::PathBuf::from("/nonexistent-cache"), cache.clone()];
+    let caches = vec![
+        std::path::PathBuf::from("/nonexistent-cache"),
+        cache.clone(),
+    ];
     let dir = resolve_in("acme/tiny-llama", &caches).unwrap();
     assert_eq!(dir, snap);
     assert!(load_pretrained::<B>(&dir, &DEVICE).is_ok());
-    assert_eq!(resolve_in(&format!("acme/tiny-llama@{commit}"), &caches).unwrap(), snap);
+    assert_eq!(
+        resolve_in(&format!("acme/tiny-llama@{commit}"), &caches).unwrap(),
+        snap
+    );
     // A plain directory wins; unknown ids and paths are clear errors.
-    assert_eq!(resolve_in(model_dir("bf16").to_str().unwrap(), &caches).unwrap(), model_dir("bf16"));
-    let err = resolve_in("acme/other-model", &caches).unwrap_err().to_string();
-    assert!(err.contains("acme/other-model") && err.contains("not in the local Hugging Face cache"), "{err}");
+    assert_eq!(
+        resolve_in(model_dir("bf16").to_str().unwrap(), &caches).unwrap(),
+        model_dir("bf16")
+    );
+    let err = resolve_in("acme/other-model", &caches)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("acme/other-model") && err.contains("not in the local Hugging Face cache"),
+        "{err}"
+    );
     let err = resolve_in("/no/such/dir", &caches).unwrap_err().to_string();
-    assert!(err.contains("/no/such/dir") && err.contains("not found"), "{err}");
+    assert!(
+        err.contains("/no/such/dir") && err.contains("not found"),
+        "{err}"
+    );
     std::fs::remove_dir_all(cache).unwrap();
 }

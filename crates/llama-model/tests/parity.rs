@@ -5,7 +5,9 @@ mod common;
 
 use burn::prelude::*;
 use common::{Expected, MODELS, fixtures, max_abs_diff, model_dir};
-use llama_model::{GenerationConfig, LlamaTokenizer, ModelInput, generate, load_pretrained, sequence_nll};
+use llama_model::{
+    GenerationConfig, LlamaTokenizer, ModelInput, generate, load_pretrained, sequence_nll,
+};
 
 const TOL: f32 = 1e-4;
 
@@ -41,7 +43,10 @@ fn logits<B: llama_model::QuantBackend>() {
         let model = load_pretrained::<B>(model_dir(name), &Default::default()).unwrap();
         let exp = Expected::load(name);
         let shape = exp.shape("input_ids");
-        let logits = model.forward(ModelInput::new(ids_tensor::<B>(exp.i64("input_ids"), [shape[0], shape[1]])), None);
+        let logits = model.forward(
+            ModelInput::new(ids_tensor::<B>(exp.i64("input_ids"), [shape[0], shape[1]])),
+            None,
+        );
         let diff = max_abs_diff(&to_vec(logits), &exp.f32("logits"));
         eprintln!("{name}: max |logit diff| = {diff:e}");
         assert!(diff <= TOL, "{name}: max |logit diff| {diff} > {TOL}");
@@ -74,13 +79,20 @@ fn padded_batch<B: llama_model::QuantBackend>() {
         let row0 = &ours[4 * vocab..12 * vocab];
         let diff = max_abs_diff(row0, &alone);
         eprintln!("{name}: padded max diff {worst:e}, left-padded vs unpadded {diff:e}");
-        assert!(diff <= TOL, "{name}: left-padded row differs from unpadded run by {diff}");
+        assert!(
+            diff <= TOL,
+            "{name}: left-padded row differs from unpadded run by {diff}"
+        );
     }
 }
 
 fn gen_config(exp: &Expected) -> GenerationConfig {
-    let eos: Vec<u32> =
-        exp.json["eos_token_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+    let eos: Vec<u32> = exp.json["eos_token_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
     GenerationConfig {
         max_new_tokens: 20,
         eos_token_ids: eos,
@@ -99,7 +111,11 @@ fn greedy_generation<B: llama_model::QuantBackend>() {
         let out = generate(&model, &prompt, &cfg, |row, tok| streamed.push((row, tok))).unwrap();
         let expected = exp.rows_u32("gen_output_ids");
         assert_eq!(out, expected, "{name}: greedy tokens");
-        assert_eq!(streamed.iter().map(|&(_, t)| t).collect::<Vec<_>>(), expected[0], "{name}: streamed tokens");
+        assert_eq!(
+            streamed.iter().map(|&(_, t)| t).collect::<Vec<_>>(),
+            expected[0],
+            "{name}: streamed tokens"
+        );
 
         // Batched, left-padded prompts: rows that stop are padded like transformers pads them.
         let mask = exp.rows_u32("gen_batch_attention_mask");
@@ -107,7 +123,13 @@ fn greedy_generation<B: llama_model::QuantBackend>() {
             .rows_u32("gen_batch_prompt_ids")
             .into_iter()
             .zip(&mask)
-            .map(|(ids, m)| ids.into_iter().zip(m).filter(|&(_, &m)| m == 1).map(|(t, _)| t).collect())
+            .map(|(ids, m)| {
+                ids.into_iter()
+                    .zip(m)
+                    .filter(|&(_, &m)| m == 1)
+                    .map(|(t, _)| t)
+                    .collect()
+            })
             .collect();
         let out = generate(&model, &prompts, &cfg, |_, _| {}).unwrap();
         let expected = exp.rows_u32("gen_batch_output_ids");

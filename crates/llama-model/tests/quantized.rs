@@ -10,11 +10,16 @@ use std::path::PathBuf;
 use burn::prelude::*;
 use common::max_abs_diff;
 use llama_model::quant::{BnbMethod, QuantType};
-use llama_model::{Llama, ModelInput, Projection, QuantizeOptions, SaveDtype, load_pretrained, load_pretrained_quantized, save_checkpoint};
+use llama_model::{
+    Llama, ModelInput, Projection, QuantizeOptions, SaveDtype, load_pretrained,
+    load_pretrained_quantized, save_checkpoint,
+};
 use safetensors::SafeTensors;
 
 fn qdir(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../quant/tests/fixtures/models").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../quant/tests/fixtures/models")
+        .join(name)
 }
 
 fn source_dir() -> PathBuf {
@@ -29,12 +34,21 @@ impl Expected {
     }
     fn f32(&self, key: &str) -> Vec<f32> {
         let st = SafeTensors::deserialize(&self.0).unwrap();
-        st.tensor(key).unwrap().data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+        st.tensor(key)
+            .unwrap()
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
     }
     fn ids(&self) -> (Vec<i64>, [usize; 2]) {
         let st = SafeTensors::deserialize(&self.0).unwrap();
         let t = st.tensor("input_ids").unwrap();
-        let v = t.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect();
+        let v = t
+            .data()
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+            .collect();
         (v, [t.shape()[0], t.shape()[1]])
     }
 }
@@ -42,14 +56,28 @@ impl Expected {
 fn logits<B: llama_model::QuantBackend>(model: &Llama<B>, exp: &Expected) -> Vec<f32> {
     let (ids, shape) = exp.ids();
     let input = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, shape), &Default::default());
-    model.forward(ModelInput::new(input), None).into_data().iter::<f32>().collect()
+    model
+        .forward(ModelInput::new(input), None)
+        .into_data()
+        .iter::<f32>()
+        .collect()
 }
 
 fn count_quantized<B: burn::prelude::Backend>(model: &Llama<B>) -> usize {
     model
         .layers
         .iter()
-        .flat_map(|l| [&l.self_attn.q_proj, &l.self_attn.k_proj, &l.self_attn.v_proj, &l.self_attn.o_proj, &l.mlp.gate_proj, &l.mlp.up_proj, &l.mlp.down_proj])
+        .flat_map(|l| {
+            [
+                &l.self_attn.q_proj,
+                &l.self_attn.k_proj,
+                &l.self_attn.v_proj,
+                &l.self_attn.o_proj,
+                &l.mlp.gate_proj,
+                &l.mlp.up_proj,
+                &l.mlp.down_proj,
+            ]
+        })
         .filter(|p| matches!(p, Projection::Quant(_)))
         .count()
 }
@@ -57,14 +85,24 @@ fn count_quantized<B: burn::prelude::Backend>(model: &Llama<B>) -> usize {
 /// (fixture, reference logits key): 4-bit logits are bitsandbytes' own CPU forward, which equals
 /// dequantize + f32 matmul; for int8 the reference is the dequantized-weight model (the LLM.int8
 /// kernel also quantizes activations).
-const CASES: [(&str, &str); 3] =
-    [("mha_untied_nf4_dq", "logits"), ("mha_untied_fp4", "logits"), ("mha_untied_int8", "logits_dequant_ref")];
+const CASES: [(&str, &str); 3] = [
+    ("mha_untied_nf4_dq", "logits"),
+    ("mha_untied_fp4", "logits"),
+    ("mha_untied_int8", "logits_dequant_ref"),
+];
 
 fn transformers_checkpoints_match<B: llama_model::QuantBackend>() {
     for (name, key) in CASES {
         let model = load_pretrained::<B>(qdir(name), &Default::default()).unwrap();
-        assert_eq!(count_quantized(&model), 7 * model.layers.len(), "{name}: every projection quantized");
-        assert!(matches!(model.lm_head, Some(Projection::Dense(_))), "{name}: lm_head stays float");
+        assert_eq!(
+            count_quantized(&model),
+            7 * model.layers.len(),
+            "{name}: every projection quantized"
+        );
+        assert!(
+            matches!(model.lm_head, Some(Projection::Dense(_))),
+            "{name}: lm_head stays float"
+        );
         let exp = Expected::load(name);
         let diff = max_abs_diff(&logits(&model, &exp), &exp.f32(key));
         eprintln!("{name}: max |logit diff| vs transformers = {diff:e}");
@@ -103,7 +141,14 @@ fn tensors(path: &std::path::Path) -> Vec<(String, String, Vec<usize>, Vec<u8>)>
     let mut out: Vec<_> = st
         .tensors()
         .into_iter()
-        .map(|(k, v)| (k, format!("{:?}", v.dtype()), v.shape().to_vec(), v.data().to_vec()))
+        .map(|(k, v)| {
+            (
+                k,
+                format!("{:?}", v.dtype()),
+                v.shape().to_vec(),
+                v.data().to_vec(),
+            )
+        })
         .collect();
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out
@@ -113,19 +158,39 @@ fn tensors(path: &std::path::Path) -> Vec<(String, String, Vec<usize>, Vec<u8>)>
 fn quantizing_while_loading_writes_what_transformers_wrote() {
     type B = burn_flex::Flex;
     for (name, _) in CASES {
-        let model = load_pretrained_quantized::<B>(source_dir(), &options(name), &Default::default()).unwrap();
+        let model =
+            load_pretrained_quantized::<B>(source_dir(), &options(name), &Default::default())
+                .unwrap();
         let out = tempdir(name);
         save_checkpoint(&model, &out, SaveDtype::F32, None).unwrap();
         let ours = tensors(&out.join("model.safetensors"));
         let theirs = tensors(&qdir(name).join("model.safetensors"));
         assert_eq!(ours.len(), theirs.len(), "{name}: tensor count");
         for (a, b) in ours.iter().zip(&theirs) {
-            assert_eq!((&a.0, &a.1, &a.2), (&b.0, &b.1, &b.2), "{name}: key/dtype/shape");
-            if a.3 != b.3 { let d: Vec<_> = a.3.iter().zip(&b.3).enumerate().filter(|(_, (x, y))| x != y).map(|(i, (x, y))| (i, *x as i8, *y as i8)).take(8).collect(); let n = a.3.iter().zip(&b.3).filter(|(x, y)| x != y).count(); panic!("{name}: bytes of {} differ: {n} e.g. {d:?}", a.0); }
+            assert_eq!(
+                (&a.0, &a.1, &a.2),
+                (&b.0, &b.1, &b.2),
+                "{name}: key/dtype/shape"
+            );
+            if a.3 != b.3 {
+                let d: Vec<_> =
+                    a.3.iter()
+                        .zip(&b.3)
+                        .enumerate()
+                        .filter(|(_, (x, y))| x != y)
+                        .map(|(i, (x, y))| (i, *x as i8, *y as i8))
+                        .take(8)
+                        .collect();
+                let n = a.3.iter().zip(&b.3).filter(|(x, y)| x != y).count();
+                panic!("{name}: bytes of {} differ: {n} e.g. {d:?}", a.0);
+            }
         }
         // The config carries transformers' quantization_config (our skip list names lm_head).
-        let cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
-        let theirs: serde_json::Value = serde_json::from_slice(&std::fs::read(qdir(name).join("config.json")).unwrap()).unwrap();
+        let cfg: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+        let theirs: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(qdir(name).join("config.json")).unwrap())
+                .unwrap();
         let mut q = cfg["quantization_config"].clone();
         assert_eq!(q["llm_int8_skip_modules"], serde_json::json!(["lm_head"]));
         q["llm_int8_skip_modules"] = serde_json::Value::Null;
@@ -133,13 +198,20 @@ fn quantizing_while_loading_writes_what_transformers_wrote() {
         // And it reloads to the same logits.
         let reloaded = load_pretrained::<B>(&out, &Default::default()).unwrap();
         let exp = Expected::load(name);
-        assert_eq!(logits(&reloaded, &exp), logits(&model, &exp), "{name}: reload");
+        assert_eq!(
+            logits(&reloaded, &exp),
+            logits(&model, &exp),
+            "{name}: reload"
+        );
         std::fs::remove_dir_all(&out).unwrap();
     }
 }
 
 fn tempdir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("llama-model-quantized-{tag}-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "llama-model-quantized-{tag}-{}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     dir
 }
@@ -155,7 +227,10 @@ fn skip_list_and_lm_head_option() {
     assert!(matches!(l0.self_attn.q_proj, Projection::Dense(_)));
     assert!(matches!(l0.mlp.down_proj, Projection::Dense(_)));
     assert!(matches!(l0.mlp.up_proj, Projection::Quant(_)));
-    assert!(matches!(model.layers[1].self_attn.q_proj, Projection::Quant(_)));
+    assert!(matches!(
+        model.layers[1].self_attn.q_proj,
+        Projection::Quant(_)
+    ));
     assert!(matches!(model.lm_head, Some(Projection::Quant(_))));
 }
 

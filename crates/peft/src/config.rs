@@ -84,18 +84,44 @@ impl Default for LoraConfig {
 
 /// Keys PEFT writes that must hold an inert value here, with the test for it.
 fn inert(key: &str, v: &Value) -> Option<bool> {
-    let empty = |v: &Value| v.is_null() || v.as_object().is_some_and(|o| o.is_empty()) || v.as_array().is_some_and(|a| a.is_empty());
+    let empty = |v: &Value| {
+        v.is_null()
+            || v.as_object().is_some_and(|o| o.is_empty())
+            || v.as_array().is_some_and(|a| a.is_empty())
+    };
     Some(match key {
-        "fan_in_fan_out" | "lora_bias" | "use_qalora" | "ensure_weight_tying" => v.is_null() || v == &Value::Bool(false),
+        "fan_in_fan_out" | "lora_bias" | "use_qalora" | "ensure_weight_tying" => {
+            v.is_null() || v == &Value::Bool(false)
+        }
         "bias" => v.is_null() || v == "none",
-        "layers_to_transform" | "layers_pattern" | "layer_replication" | "modules_to_save" | "exclude_modules"
-        | "trainable_token_indices" | "target_parameters" | "loftq_config" | "eva_config" | "corda_config"
-        | "megatron_config" | "alora_invocation_tokens" | "arrow_config" | "kasa_config" | "lora_ga_config"
-        | "monteclora_config" | "velora_config" | "use_bdlora" => empty(v) || v == &Value::Bool(false),
+        "layers_to_transform"
+        | "layers_pattern"
+        | "layer_replication"
+        | "modules_to_save"
+        | "exclude_modules"
+        | "trainable_token_indices"
+        | "target_parameters"
+        | "loftq_config"
+        | "eva_config"
+        | "corda_config"
+        | "megatron_config"
+        | "alora_invocation_tokens"
+        | "arrow_config"
+        | "kasa_config"
+        | "lora_ga_config"
+        | "monteclora_config"
+        | "velora_config"
+        | "use_bdlora" => empty(v) || v == &Value::Bool(false),
         // Bookkeeping without effect on the computation.
         "peft_type" => v == "LORA",
-        "task_type" | "revision" | "inference_mode" | "auto_mapping" | "megatron_core" | "peft_version"
-        | "qalora_group_size" | "base_model_name_or_path" => true,
+        "task_type"
+        | "revision"
+        | "inference_mode"
+        | "auto_mapping"
+        | "megatron_core"
+        | "peft_version"
+        | "qalora_group_size"
+        | "base_model_name_or_path" => true,
         _ => return None,
     })
 }
@@ -107,9 +133,13 @@ impl LoraConfig {
         if path.is_dir() {
             path = path.join("adapter_config.json");
         }
-        let err = |message: String| ConfigError { path: path.clone(), message };
+        let err = |message: String| ConfigError {
+            path: path.clone(),
+            message,
+        };
         let text = std::fs::read_to_string(&path).map_err(|e| err(e.to_string()))?;
-        let v: Value = serde_json::from_str(&text).map_err(|e| err(format!("invalid JSON: {e}")))?;
+        let v: Value =
+            serde_json::from_str(&text).map_err(|e| err(format!("invalid JSON: {e}")))?;
         Self::from_json(&v).map_err(err)
     }
 
@@ -120,10 +150,19 @@ impl LoraConfig {
         for (key, val) in obj {
             let bad = |what: &str| format!("`{key}`: expected {what}, found {val}");
             match key.as_str() {
-                "r" => c.r = val.as_u64().filter(|&r| r > 0).ok_or_else(|| bad("a positive integer"))? as usize,
+                "r" => {
+                    c.r = val
+                        .as_u64()
+                        .filter(|&r| r > 0)
+                        .ok_or_else(|| bad("a positive integer"))?
+                        as usize
+                }
                 "lora_alpha" => c.lora_alpha = val.as_f64().ok_or_else(|| bad("a number"))?,
                 "lora_dropout" => {
-                    c.lora_dropout = val.as_f64().filter(|p| (0.0..1.0).contains(p)).ok_or_else(|| bad("a probability in [0, 1)"))?
+                    c.lora_dropout = val
+                        .as_f64()
+                        .filter(|p| (0.0..1.0).contains(p))
+                        .ok_or_else(|| bad("a probability in [0, 1)"))?
                 }
                 "use_rslora" => c.use_rslora = val.as_bool().ok_or_else(|| bad("true or false"))?,
                 "use_dora" => c.use_dora = val.as_bool().ok_or_else(|| bad("true or false"))?,
@@ -132,7 +171,13 @@ impl LoraConfig {
                         Value::String(s) if s == "all-linear" => TargetModules::AllLinear,
                         Value::String(s) => TargetModules::Names(vec![s.clone()]),
                         Value::Array(a) => TargetModules::Names(
-                            a.iter().map(|m| m.as_str().map(str::to_string).ok_or_else(|| bad("module names"))).collect::<Result<_, _>>()?,
+                            a.iter()
+                                .map(|m| {
+                                    m.as_str()
+                                        .map(str::to_string)
+                                        .ok_or_else(|| bad("module names"))
+                                })
+                                .collect::<Result<_, _>>()?,
                         ),
                         _ => return Err(bad("a list of module names or \"all-linear\"")),
                     }
@@ -142,17 +187,28 @@ impl LoraConfig {
                         Value::Bool(true) => InitLoraWeights::Default,
                         Value::Bool(false) => InitLoraWeights::Random,
                         Value::String(s) if s == "gaussian" => InitLoraWeights::Gaussian,
-                        _ => return Err(bad("true, false or \"gaussian\" (other initialisations are not supported)")),
+                        _ => {
+                            return Err(bad(
+                                "true, false or \"gaussian\" (other initialisations are not supported)",
+                            ));
+                        }
                     }
                 }
                 "rank_pattern" => {
                     for (k, r) in val.as_object().ok_or_else(|| bad("an object"))? {
-                        c.rank_pattern.insert(k.clone(), r.as_u64().filter(|&r| r > 0).ok_or_else(|| bad("positive ranks"))? as usize);
+                        c.rank_pattern.insert(
+                            k.clone(),
+                            r.as_u64()
+                                .filter(|&r| r > 0)
+                                .ok_or_else(|| bad("positive ranks"))?
+                                as usize,
+                        );
                     }
                 }
                 "alpha_pattern" => {
                     for (k, a) in val.as_object().ok_or_else(|| bad("an object"))? {
-                        c.alpha_pattern.insert(k.clone(), a.as_f64().ok_or_else(|| bad("numbers"))?);
+                        c.alpha_pattern
+                            .insert(k.clone(), a.as_f64().ok_or_else(|| bad("numbers"))?);
                     }
                 }
                 other => match inert(other, val) {
@@ -161,7 +217,11 @@ impl LoraConfig {
                             c.base_model_name_or_path = val.as_str().map(str::to_string);
                         }
                     }
-                    Some(false) => return Err(format!("`{other}` = {val} is not supported (only its default is)")),
+                    Some(false) => {
+                        return Err(format!(
+                            "`{other}` = {val} is not supported (only its default is)"
+                        ));
+                    }
                     None => return Err(format!("unknown option `{other}`")),
                 },
             }
@@ -174,7 +234,9 @@ impl LoraConfig {
         let last = name.rsplit('.').next().unwrap_or(name);
         match &self.target_modules {
             TargetModules::AllLinear => last != "lm_head",
-            TargetModules::Names(n) => n.iter().any(|t| t == last || name == t || name.ends_with(&format!(".{t}"))),
+            TargetModules::Names(n) => n
+                .iter()
+                .any(|t| t == last || name == t || name.ends_with(&format!(".{t}"))),
         }
     }
 
@@ -182,9 +244,23 @@ impl LoraConfig {
     /// matches when the name ends with it on a dot boundary, as PEFT's regex does for plain names).
     pub fn spec_for(&self, name: &str) -> LoraSpec {
         let matches = |k: &str| name == k || name.ends_with(&format!(".{k}"));
-        let r = self.rank_pattern.iter().find(|(k, _)| matches(k)).map_or(self.r, |(_, &r)| r);
-        let alpha = self.alpha_pattern.iter().find(|(k, _)| matches(k)).map_or(self.lora_alpha, |(_, &a)| a);
-        LoraSpec { r, alpha, dropout: self.lora_dropout, use_rslora: self.use_rslora, use_dora: self.use_dora }
+        let r = self
+            .rank_pattern
+            .iter()
+            .find(|(k, _)| matches(k))
+            .map_or(self.r, |(_, &r)| r);
+        let alpha = self
+            .alpha_pattern
+            .iter()
+            .find(|(k, _)| matches(k))
+            .map_or(self.lora_alpha, |(_, &a)| a);
+        LoraSpec {
+            r,
+            alpha,
+            dropout: self.lora_dropout,
+            use_rslora: self.use_rslora,
+            use_dora: self.use_dora,
+        }
     }
 
     /// The `adapter_config.json` PEFT writes for this configuration (`target_modules` resolved to

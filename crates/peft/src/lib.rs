@@ -10,5 +10,5 @@
 pub mod config;
 pub mod lora;
 
-pub use lora::{LoraAdapter, LoraBase, LoraLinear, LoraSpec};
 pub use config::{ConfigError, InitLoraWeights, LoraConfig, TargetModules};
+pub use lora::{LoraAdapter, LoraBase, LoraLinear, LoraSpec};

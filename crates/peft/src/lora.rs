@@ -60,12 +60,22 @@ pub struct LoraSpec {
 impl LoraSpec {
     /// PEFT's defaults: r 8, alpha 8, no dropout, plain LoRA.
     pub fn new(r: usize) -> Self {
-        Self { r, alpha: 8.0, dropout: 0.0, use_rslora: false, use_dora: false }
+        Self {
+            r,
+            alpha: 8.0,
+            dropout: 0.0,
+            use_rslora: false,
+            use_dora: false,
+        }
     }
 
     /// `alpha / r`, or `alpha / sqrt(r)` with rsLoRA.
     pub fn scale(&self) -> f64 {
-        if self.use_rslora { self.alpha / (self.r as f64).sqrt() } else { self.alpha / self.r as f64 }
+        if self.use_rslora {
+            self.alpha / (self.r as f64).sqrt()
+        } else {
+            self.alpha / self.r as f64
+        }
     }
 }
 
@@ -112,7 +122,14 @@ impl<B: Backend> LoraLinear<B> {
 
     /// Adds an adapter given in PEFT's layout (`lora_a` `[r, in]`, `lora_b` `[out, r]`) and makes
     /// it active. A name already present is replaced.
-    pub fn add_peft_adapter(&mut self, name: &str, spec: LoraSpec, lora_a: Tensor<B, 2>, lora_b: Tensor<B, 2>, magnitude: Option<Tensor<B, 1>>) {
+    pub fn add_peft_adapter(
+        &mut self,
+        name: &str,
+        spec: LoraSpec,
+        lora_a: Tensor<B, 2>,
+        lora_b: Tensor<B, 2>,
+        magnitude: Option<Tensor<B, 1>>,
+    ) {
         let adapter = LoraAdapter {
             a: Param::from_tensor(lora_a.transpose()),
             b: Param::from_tensor(lora_b.transpose()),
@@ -137,30 +154,67 @@ impl<B: QuantBackend> LoraLinear<B> {
     /// [`LoraLinear::new`] with PEFT's other initialisations: `"gaussian"` draws `A` from
     /// N(0, 1/r) with `B` zero; `false` leaves both as `nn.Linear` initialises them
     /// (kaiming-uniform, bound `1/sqrt(fan_in)`), so the adapter is not zero.
-    pub fn with_init(base: LoraBase<B>, spec: LoraSpec, init: crate::InitLoraWeights, device: &B::Device) -> Self {
+    pub fn with_init(
+        base: LoraBase<B>,
+        spec: LoraSpec,
+        init: crate::InitLoraWeights,
+        device: &B::Device,
+    ) -> Self {
         let (out, inp) = base.dims();
         let bound = 1.0 / (inp as f64).sqrt();
         let a = match init {
-            crate::InitLoraWeights::Gaussian => Tensor::<B, 2>::random([inp, spec.r], Distribution::Normal(0.0, 1.0 / spec.r as f64), device),
-            _ => Tensor::<B, 2>::random([inp, spec.r], Distribution::Uniform(-bound, bound), device),
+            crate::InitLoraWeights::Gaussian => Tensor::<B, 2>::random(
+                [inp, spec.r],
+                Distribution::Normal(0.0, 1.0 / spec.r as f64),
+                device,
+            ),
+            _ => {
+                Tensor::<B, 2>::random([inp, spec.r], Distribution::Uniform(-bound, bound), device)
+            }
         };
         let b = match init {
             crate::InitLoraWeights::Random => {
                 let bound_b = 1.0 / (spec.r as f64).sqrt();
-                Tensor::<B, 2>::random([spec.r, out], Distribution::Uniform(-bound_b, bound_b), device)
+                Tensor::<B, 2>::random(
+                    [spec.r, out],
+                    Distribution::Uniform(-bound_b, bound_b),
+                    device,
+                )
             }
             _ => Tensor::<B, 2>::zeros([spec.r, out], device),
         };
-        let magnitude = spec.use_dora.then(|| Param::from_tensor(row_norms(base.dense_weight()).detach()));
+        let magnitude = spec
+            .use_dora
+            .then(|| Param::from_tensor(row_norms(base.dense_weight()).detach()));
         let base = base.no_grad();
-        let adapter = LoraAdapter { a: Param::from_tensor(a), b: Param::from_tensor(b), magnitude, spec, name: "default".into() };
-        Self { base, adapters: vec![adapter], active: Some(0) }
+        let adapter = LoraAdapter {
+            a: Param::from_tensor(a),
+            b: Param::from_tensor(b),
+            magnitude,
+            spec,
+            name: "default".into(),
+        };
+        Self {
+            base,
+            adapters: vec![adapter],
+            active: Some(0),
+        }
     }
 
     /// Wraps `base` with given adapter tensors in PEFT's layout: `lora_a` `[r, in]`, `lora_b`
     /// `[out, r]`, DoRA `magnitude` `[out]`.
-    pub fn from_peft(base: LoraBase<B>, spec: LoraSpec, lora_a: Tensor<B, 2>, lora_b: Tensor<B, 2>, magnitude: Option<Tensor<B, 1>>) -> Self {
-        let mut layer = Self { base: base.no_grad(), adapters: Vec::new(), active: None };
+    pub fn from_peft(
+        base: LoraBase<B>,
+        spec: LoraSpec,
+        lora_a: Tensor<B, 2>,
+        lora_b: Tensor<B, 2>,
+        magnitude: Option<Tensor<B, 1>>,
+    ) -> Self {
+        let mut layer = Self {
+            base: base.no_grad(),
+            adapters: Vec::new(),
+            active: None,
+        };
         layer.add_peft_adapter("default", spec, lora_a, lora_b, magnitude);
         layer
     }
@@ -176,7 +230,9 @@ impl<B: QuantBackend> LoraLinear<B> {
     /// - `x`: `[..., in_features]` -> `[..., out_features]`
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let base = self.base.forward(x.clone());
-        let Some(ad) = self.active_adapter() else { return base };
+        let Some(ad) = self.active_adapter() else {
+            return base;
+        };
         let dims = x.dims();
         let rows: usize = dims[..D - 1].iter().product();
         let (out, _) = self.dims();
@@ -184,7 +240,8 @@ impl<B: QuantBackend> LoraLinear<B> {
         let xd = if ad.spec.dropout > 0.0 && B::ad_enabled(&x2.device()) {
             // Inverted dropout, as torch.nn.Dropout in training mode.
             let keep = 1.0 - ad.spec.dropout;
-            let mask = Tensor::<B, 2>::random(x2.shape(), Distribution::Bernoulli(keep), &x2.device());
+            let mask =
+                Tensor::<B, 2>::random(x2.shape(), Distribution::Bernoulli(keep), &x2.device());
             (x2.clone() * mask).div_scalar(keep)
         } else {
             x2.clone()
@@ -199,7 +256,11 @@ impl<B: QuantBackend> LoraLinear<B> {
                 // DoRA as PEFT computes it: the norm of W + scale·BA per output row, detached;
                 // result = base + (m/‖·‖ - 1) · xd Wᵀ + (m/‖·‖) · scale · lora.
                 let w = self.base.dense_weight();
-                let ba = ad.b.val().transpose().matmul(ad.a.val().transpose()).mul_scalar(scale);
+                let ba =
+                    ad.b.val()
+                        .transpose()
+                        .matmul(ad.a.val().transpose())
+                        .mul_scalar(scale);
                 let norm = row_norms(w.clone() + ba).detach();
                 let mag_scale = (m.val() / norm).unsqueeze::<2>();
                 let base_nobias = xd.matmul(w.transpose());
@@ -216,12 +277,22 @@ impl<B: QuantBackend> LoraLinear<B> {
     /// is dequantized to f32 first (the result stays dense, as PEFT's default).
     pub fn merged(&self) -> DenseLinear<B> {
         let (w, bias) = match &self.base {
-            LoraBase::Dense(l) => (l.weight.val().detach().transpose(), l.bias.as_ref().map(|b| b.val().detach())),
+            LoraBase::Dense(l) => (
+                l.weight.val().detach().transpose(),
+                l.bias.as_ref().map(|b| b.val().detach()),
+            ),
             LoraBase::Quant(l) => (B::dequantize_weight(&l.weight).detach(), l.bias.clone()),
         };
-        let Some(ad) = self.active_adapter() else { return DenseLinear::new(w.transpose(), bias) };
+        let Some(ad) = self.active_adapter() else {
+            return DenseLinear::new(w.transpose(), bias);
+        };
         let scale = ad.spec.scale();
-        let delta = ad.b.val().detach().transpose().matmul(ad.a.val().detach().transpose()).mul_scalar(scale);
+        let delta =
+            ad.b.val()
+                .detach()
+                .transpose()
+                .matmul(ad.a.val().detach().transpose())
+                .mul_scalar(scale);
         let mut merged = w + delta;
         if let Some(m) = &ad.magnitude {
             let norm = row_norms(merged.clone());

@@ -7,15 +7,23 @@ use peft::{LoraConfig, TargetModules};
 use serde_json::json;
 
 fn fixture_config(name: &str) -> serde_json::Value {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name).join("adapter_config.json");
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+        .join("adapter_config.json");
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
 
 #[test]
 fn peft_written_configs_parse() {
     let c = LoraConfig::from_json(&fixture_config("dora_attn")).unwrap();
-    assert_eq!((c.r, c.lora_alpha, c.use_dora, c.use_rslora), (4, 8.0, true, false));
-    assert!(c.targets("model.layers.1.self_attn.o_proj") && !c.targets("model.layers.1.mlp.up_proj"));
+    assert_eq!(
+        (c.r, c.lora_alpha, c.use_dora, c.use_rslora),
+        (4, 8.0, true, false)
+    );
+    assert!(
+        c.targets("model.layers.1.self_attn.o_proj") && !c.targets("model.layers.1.mlp.up_proj")
+    );
     let c = LoraConfig::from_json(&fixture_config("rslora_all_linear")).unwrap();
     assert!(c.use_rslora);
     assert!((c.spec_for("model.layers.0.mlp.up_proj").scale() - 8.0 / 8f64.sqrt()).abs() < 1e-12);

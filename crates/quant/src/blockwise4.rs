@@ -104,7 +104,12 @@ fn nearest(bounds: &[f32; 15], s: f32) -> usize {
 }
 
 /// Quantizes `x` (flattened row-major) to 4 bits in blocks of `blocksize`.
-pub fn quantize_4bit(x: &[f32], quant_type: QuantType, blocksize: usize, double_quant: bool) -> Result<Quantized4> {
+pub fn quantize_4bit(
+    x: &[f32],
+    quant_type: QuantType,
+    blocksize: usize,
+    double_quant: bool,
+) -> Result<Quantized4> {
     check_blocksize(blocksize)?;
     if let Some((index, &value)) = x.iter().enumerate().find(|(_, v)| !v.is_finite()) {
         return Err(Error::NonFinite { index, value });
@@ -122,10 +127,15 @@ pub fn quantize_4bit(x: &[f32], quant_type: QuantType, blocksize: usize, double_
             .enumerate()
             .map(|(t, chunk)| {
                 let first_block = t * blocks_per;
-                scope.spawn(move || quantize_blocks(chunk, first_block, n / blocksize, quant_type, blocksize))
+                scope.spawn(move || {
+                    quantize_blocks(chunk, first_block, n / blocksize, quant_type, blocksize)
+                })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
     });
     let mut absmax = Vec::with_capacity(blocks);
     let mut packed = Vec::with_capacity(n.div_ceil(2));
@@ -133,14 +143,30 @@ pub fn quantize_4bit(x: &[f32], quant_type: QuantType, blocksize: usize, double_
         absmax.extend(a);
         packed.extend(p);
     }
-    let absmax = if double_quant { Absmax::Nested(nest_absmax(&absmax)?) } else { Absmax::F32(absmax) };
-    Ok(Quantized4 { quant_type, blocksize, numel: n, packed, absmax })
+    let absmax = if double_quant {
+        Absmax::Nested(nest_absmax(&absmax)?)
+    } else {
+        Absmax::F32(absmax)
+    };
+    Ok(Quantized4 {
+        quant_type,
+        blocksize,
+        numel: n,
+        packed,
+        absmax,
+    })
 }
 
 /// Quantizes consecutive blocks starting at block `first_block`; blocks from `full` on are the
 /// trailing partial block. Returns their absmax values and packed bytes (an odd element count gets
 /// the zero code as padding in the last low nibble).
-fn quantize_blocks(x: &[f32], first_block: usize, full: usize, quant_type: QuantType, blocksize: usize) -> (Vec<f32>, Vec<u8>) {
+fn quantize_blocks(
+    x: &[f32],
+    first_block: usize,
+    full: usize,
+    quant_type: QuantType,
+    blocksize: usize,
+) -> (Vec<f32>, Vec<u8>) {
     let bounds = quant_type.bounds();
     let order = quant_type.order();
     let mut absmax = Vec::with_capacity(x.len().div_ceil(blocksize));
@@ -151,18 +177,32 @@ fn quantize_blocks(x: &[f32], first_block: usize, full: usize, quant_type: Quant
             // Full blocks: the raw absmax is stored; scale by a reciprocal.
             absmax.push(max);
             let r = 1.0f32 / max.max(1e-38);
-            nibbles.extend(block.iter().map(|&v| order[nearest(&bounds, (v * r).clamp(-1.0, 1.0))]));
+            nibbles.extend(
+                block
+                    .iter()
+                    .map(|&v| order[nearest(&bounds, (v * r).clamp(-1.0, 1.0))]),
+            );
         } else {
             // The trailing partial block stores the clamped absmax and divides.
             let am = max.max(1e-38);
             absmax.push(am);
-            nibbles.extend(block.iter().map(|&v| order[nearest(&bounds, (v / am).clamp(-1.0, 1.0))]));
+            nibbles.extend(
+                block
+                    .iter()
+                    .map(|&v| order[nearest(&bounds, (v / am).clamp(-1.0, 1.0))]),
+            );
         }
     }
     if nibbles.len() % 2 == 1 {
         nibbles.push(order[nearest(&bounds, 0.0)]);
     }
-    (absmax, nibbles.chunks_exact(2).map(|p| (p[0] << 4) | p[1]).collect())
+    (
+        absmax,
+        nibbles
+            .chunks_exact(2)
+            .map(|p| (p[0] << 4) | p[1])
+            .collect(),
+    )
 }
 
 /// Double quantization of block absmax values.
@@ -171,7 +211,11 @@ pub fn nest_absmax(absmax: &[f32]) -> Result<NestedAbsmax> {
     let centered: Vec<f32> = absmax.iter().map(|&a| a - offset).collect();
     let map = dynamic_map_signed();
     let (codes, scales) = quantize_blockwise8(&centered, NESTED_BLOCKSIZE, &Lut8::new(&map))?;
-    Ok(NestedAbsmax { codes, offset, scales })
+    Ok(NestedAbsmax {
+        codes,
+        offset,
+        scales,
+    })
 }
 
 impl NestedAbsmax {
@@ -228,7 +272,9 @@ mod tests {
     fn threaded_quantization_equals_one_pass() {
         // Large enough to be split across threads; odd count with a partial trailing block.
         let n = 300_001;
-        let x: Vec<f32> = (0..n).map(|i| ((i as f32 * 0.618_034).fract() - 0.5) * (1.0 + (i % 97) as f32)).collect();
+        let x: Vec<f32> = (0..n)
+            .map(|i| ((i as f32 * 0.618_034).fract() - 0.5) * (1.0 + (i % 97) as f32))
+            .collect();
         for qt in [QuantType::Nf4, QuantType::Fp4] {
             for bs in [32, 64, 4096] {
                 let q = quantize_4bit(&x, qt, bs, false).unwrap();

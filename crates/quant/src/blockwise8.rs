@@ -61,7 +61,12 @@ pub fn quantize_blockwise8(x: &[f32], blocksize: usize, lut: &Lut8) -> Result<(V
 }
 
 /// `code[q] * absmax[block]` for every element.
-pub fn dequantize_blockwise8(codes: &[u8], absmax: &[f32], blocksize: usize, code: &[f32; 256]) -> Result<Vec<f32>> {
+pub fn dequantize_blockwise8(
+    codes: &[u8],
+    absmax: &[f32],
+    blocksize: usize,
+    code: &[f32; 256],
+) -> Result<Vec<f32>> {
     if blocksize == 0 || codes.len().div_ceil(blocksize) != absmax.len() {
         return Err(Error::Shape(format!(
             "{} codes in blocks of {blocksize} need {} absmax values, got {}",
@@ -70,5 +75,9 @@ pub fn dequantize_blockwise8(codes: &[u8], absmax: &[f32], blocksize: usize, cod
             absmax.len()
         )));
     }
-    Ok(codes.iter().enumerate().map(|(i, &q)| code[q as usize] * absmax[i / blocksize]).collect())
+    Ok(codes
+        .iter()
+        .enumerate()
+        .map(|(i, &q)| code[q as usize] * absmax[i / blocksize])
+        .collect())
 }

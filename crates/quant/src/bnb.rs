@@ -12,7 +12,9 @@ use safetensors::Dtype;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::blockwise4::{Absmax, NESTED_BLOCKSIZE, NestedAbsmax, QuantType, Quantized4, check_blocksize};
+use crate::blockwise4::{
+    Absmax, NESTED_BLOCKSIZE, NestedAbsmax, QuantType, Quantized4, check_blocksize,
+};
 use crate::codebook::dynamic_map_signed;
 use crate::error::{Error, Result};
 use crate::int8::Int8Rows;
@@ -29,23 +31,38 @@ pub struct RawTensor {
 }
 
 fn bad(key: &str, message: impl Into<String>) -> Error {
-    Error::Checkpoint { key: key.to_string(), message: message.into() }
+    Error::Checkpoint {
+        key: key.to_string(),
+        message: message.into(),
+    }
 }
 
 impl RawTensor {
     /// f32 values.
     pub fn from_f32(shape: Vec<usize>, values: &[f32]) -> Self {
-        Self { dtype: Dtype::F32, shape, bytes: values.iter().flat_map(|v| v.to_le_bytes()).collect() }
+        Self {
+            dtype: Dtype::F32,
+            shape,
+            bytes: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        }
     }
 
     /// u8 values.
     pub fn from_u8(shape: Vec<usize>, values: Vec<u8>) -> Self {
-        Self { dtype: Dtype::U8, shape, bytes: values }
+        Self {
+            dtype: Dtype::U8,
+            shape,
+            bytes: values,
+        }
     }
 
     /// i8 values.
     pub fn from_i8(shape: Vec<usize>, values: &[i8]) -> Self {
-        Self { dtype: Dtype::I8, shape, bytes: values.iter().map(|&v| v as u8).collect() }
+        Self {
+            dtype: Dtype::I8,
+            shape,
+            bytes: values.iter().map(|&v| v as u8).collect(),
+        }
     }
 
     fn numel(&self) -> usize {
@@ -56,14 +73,21 @@ impl RawTensor {
         if self.dtype == dtype {
             Ok(())
         } else {
-            Err(bad(key, format!("stored as {:?}, expected {dtype:?}", self.dtype)))
+            Err(bad(
+                key,
+                format!("stored as {:?}, expected {dtype:?}", self.dtype),
+            ))
         }
     }
 
     /// The values of an F32 tensor (`key` names it in errors).
     pub fn f32s(&self, key: &str) -> Result<Vec<f32>> {
         self.expect_dtype(key, Dtype::F32)?;
-        Ok(self.bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+        Ok(self
+            .bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
     }
 
     /// The bytes of a U8 tensor.
@@ -107,7 +131,11 @@ pub struct QuantState4 {
 fn python_float(v: f64) -> String {
     if v == 0.0 || (1e-4..1e16).contains(&v.abs()) {
         let s = format!("{v}");
-        if s.contains('.') || s.contains("inf") || s.contains("NaN") { s } else { format!("{s}.0") }
+        if s.contains('.') || s.contains("inf") || s.contains("NaN") {
+            s
+        } else {
+            format!("{s}.0")
+        }
     } else {
         let s = format!("{v:e}");
         let (mantissa, exp) = s.split_once('e').unwrap_or((&s, "0"));
@@ -124,9 +152,17 @@ impl QuantState4 {
             self.quant_type,
             self.blocksize,
             self.dtype,
-            self.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+            self.shape
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         );
-        if let (Some(nb), Some(nd), Some(off)) = (self.nested_blocksize, &self.nested_dtype, self.nested_offset) {
+        if let (Some(nb), Some(nd), Some(off)) = (
+            self.nested_blocksize,
+            &self.nested_dtype,
+            self.nested_offset,
+        ) {
             s.push_str(&format!(
                 ", \"nested_blocksize\": {nb}, \"nested_dtype\": \"{nd}\", \"nested_offset\": {}",
                 python_float(off)
@@ -141,15 +177,24 @@ fn quant_type_of(name: &str, key: &str) -> Result<QuantType> {
     match name {
         "nf4" => Ok(QuantType::Nf4),
         "fp4" => Ok(QuantType::Fp4),
-        other => Err(bad(key, format!("unknown 4-bit quant type \"{other}\"; expected \"nf4\" or \"fp4\""))),
+        other => Err(bad(
+            key,
+            format!("unknown 4-bit quant type \"{other}\"; expected \"nf4\" or \"fp4\""),
+        )),
     }
 }
 
 /// The quant-state key of a 4-bit weight under `prefix`, for each type.
 pub fn quant_state_keys(prefix: &str) -> [(QuantType, String); 2] {
     [
-        (QuantType::Nf4, format!("{prefix}.weight.quant_state.bitsandbytes__nf4")),
-        (QuantType::Fp4, format!("{prefix}.weight.quant_state.bitsandbytes__fp4")),
+        (
+            QuantType::Nf4,
+            format!("{prefix}.weight.quant_state.bitsandbytes__nf4"),
+        ),
+        (
+            QuantType::Fp4,
+            format!("{prefix}.weight.quant_state.bitsandbytes__fp4"),
+        ),
     ]
 }
 
@@ -166,51 +211,108 @@ pub fn read_4bit(
         let key = format!("{prefix}.{suffix}");
         match take(&key)? {
             Some(t) => Ok((key, t)),
-            None => Err(bad(&key, "missing (the 4-bit weight under this prefix needs it)")),
+            None => Err(bad(
+                &key,
+                "missing (the 4-bit weight under this prefix needs it)",
+            )),
         }
     };
-    let (skey, state) = need(state_key.strip_prefix(&format!("{prefix}.")).unwrap_or(state_key))?;
+    let (skey, state) = need(
+        state_key
+            .strip_prefix(&format!("{prefix}."))
+            .unwrap_or(state_key),
+    )?;
     let text = state.u8s(&skey)?;
-    let state: QuantState4 = serde_json::from_slice(&text).map_err(|e| bad(&skey, format!("invalid quant state JSON: {e}")))?;
+    let state: QuantState4 = serde_json::from_slice(&text)
+        .map_err(|e| bad(&skey, format!("invalid quant state JSON: {e}")))?;
     let quant_type = quant_type_of(&state.quant_type, &skey)?;
     if !skey.ends_with(quant_type.name()) {
-        return Err(bad(&skey, format!("quant state says \"{}\" but the key names another type", state.quant_type)));
+        return Err(bad(
+            &skey,
+            format!(
+                "quant state says \"{}\" but the key names another type",
+                state.quant_type
+            ),
+        ));
     }
     check_blocksize(state.blocksize).map_err(|e| bad(&skey, e.to_string()))?;
     if state.shape != expected {
-        return Err(bad(&skey, format!("weight shape {:?}, expected {expected:?} from config.json", state.shape)));
+        return Err(bad(
+            &skey,
+            format!(
+                "weight shape {:?}, expected {expected:?} from config.json",
+                state.shape
+            ),
+        ));
     }
     let numel = expected[0] * expected[1];
     let blocks = numel.div_ceil(state.blocksize);
 
     let (wkey, w) = need("weight")?;
     let packed = w.u8s(&wkey)?;
-    if packed.len() != numel.div_ceil(2) || !(w.shape == [numel.div_ceil(2), 1] || w.shape == [numel.div_ceil(2)]) {
-        return Err(bad(&wkey, format!("packed shape {:?}, expected [{}, 1] for a {expected:?} weight", w.shape, numel.div_ceil(2))));
+    if packed.len() != numel.div_ceil(2)
+        || !(w.shape == [numel.div_ceil(2), 1] || w.shape == [numel.div_ceil(2)])
+    {
+        return Err(bad(
+            &wkey,
+            format!(
+                "packed shape {:?}, expected [{}, 1] for a {expected:?} weight",
+                w.shape,
+                numel.div_ceil(2)
+            ),
+        ));
     }
     let (qkey, qmap) = need("weight.quant_map")?;
     let qmap = qmap.f32s(&qkey)?;
     if qmap.as_slice() != quant_type.code().as_slice() {
-        return Err(bad(&qkey, format!("quant_map is not bitsandbytes' {} table", quant_type.name())));
+        return Err(bad(
+            &qkey,
+            format!("quant_map is not bitsandbytes' {} table", quant_type.name()),
+        ));
     }
     let (akey, absmax) = need("weight.absmax")?;
     if absmax.numel() != blocks {
-        return Err(bad(&akey, format!("{} absmax values, expected {blocks} for {numel} elements in blocks of {}", absmax.numel(), state.blocksize)));
+        return Err(bad(
+            &akey,
+            format!(
+                "{} absmax values, expected {blocks} for {numel} elements in blocks of {}",
+                absmax.numel(),
+                state.blocksize
+            ),
+        ));
     }
-    let absmax = match (state.nested_blocksize, &state.nested_dtype, state.nested_offset) {
+    let absmax = match (
+        state.nested_blocksize,
+        &state.nested_dtype,
+        state.nested_offset,
+    ) {
         (None, None, None) => Absmax::F32(absmax.f32s(&akey)?),
         (Some(NESTED_BLOCKSIZE), Some(dt), Some(offset)) if dt == "float32" => {
             let codes = absmax.u8s(&akey)?;
             let (nkey, nested) = need("weight.nested_absmax")?;
             let scales = nested.f32s(&nkey)?;
             if scales.len() != blocks.div_ceil(NESTED_BLOCKSIZE) {
-                return Err(bad(&nkey, format!("{} nested scales, expected {}", scales.len(), blocks.div_ceil(NESTED_BLOCKSIZE))));
+                return Err(bad(
+                    &nkey,
+                    format!(
+                        "{} nested scales, expected {}",
+                        scales.len(),
+                        blocks.div_ceil(NESTED_BLOCKSIZE)
+                    ),
+                ));
             }
             let (mkey, map) = need("weight.nested_quant_map")?;
             if map.f32s(&mkey)?.as_slice() != dynamic_map_signed().as_slice() {
-                return Err(bad(&mkey, "nested_quant_map is not bitsandbytes' signed dynamic map"));
+                return Err(bad(
+                    &mkey,
+                    "nested_quant_map is not bitsandbytes' signed dynamic map",
+                ));
             }
-            Absmax::Nested(NestedAbsmax { codes, offset: offset as f32, scales })
+            Absmax::Nested(NestedAbsmax {
+                codes,
+                offset: offset as f32,
+                scales,
+            })
         }
         _ => {
             return Err(bad(
@@ -219,14 +321,23 @@ pub fn read_4bit(
             ));
         }
     };
-    Ok(Quantized4 { quant_type, blocksize: state.blocksize, numel, packed, absmax })
+    Ok(Quantized4 {
+        quant_type,
+        blocksize: state.blocksize,
+        numel,
+        packed,
+        absmax,
+    })
 }
 
 /// The tensors of a 4-bit weight under their bitsandbytes suffixes (`weight`, `weight.absmax`, ...).
 /// `dtype` is the original weight's dtype name for the quant state (`"float32"`, `"bfloat16"`).
 pub fn write_4bit(q: &Quantized4, shape: [usize; 2], dtype: &str) -> Vec<(String, RawTensor)> {
     let blocks = q.numel.div_ceil(q.blocksize);
-    let mut out = vec![("weight".to_string(), RawTensor::from_u8(vec![q.packed.len(), 1], q.packed.clone()))];
+    let mut out = vec![(
+        "weight".to_string(),
+        RawTensor::from_u8(vec![q.packed.len(), 1], q.packed.clone()),
+    )];
     let mut state = QuantState4 {
         quant_type: q.quant_type.name().into(),
         blocksize: q.blocksize,
@@ -239,48 +350,88 @@ pub fn write_4bit(q: &Quantized4, shape: [usize; 2], dtype: &str) -> Vec<(String
     match &q.absmax {
         Absmax::F32(a) => out.push(("weight.absmax".into(), RawTensor::from_f32(vec![blocks], a))),
         Absmax::Nested(n) => {
-            out.push(("weight.absmax".into(), RawTensor::from_u8(vec![blocks], n.codes.clone())));
-            out.push(("weight.nested_absmax".into(), RawTensor::from_f32(vec![n.scales.len()], &n.scales)));
-            out.push(("weight.nested_quant_map".into(), RawTensor::from_f32(vec![256], &dynamic_map_signed())));
+            out.push((
+                "weight.absmax".into(),
+                RawTensor::from_u8(vec![blocks], n.codes.clone()),
+            ));
+            out.push((
+                "weight.nested_absmax".into(),
+                RawTensor::from_f32(vec![n.scales.len()], &n.scales),
+            ));
+            out.push((
+                "weight.nested_quant_map".into(),
+                RawTensor::from_f32(vec![256], &dynamic_map_signed()),
+            ));
             state.nested_blocksize = Some(NESTED_BLOCKSIZE);
             state.nested_dtype = Some("float32".into());
             state.nested_offset = Some(f64::from(n.offset));
         }
     }
-    out.push(("weight.quant_map".into(), RawTensor::from_f32(vec![16], &q.quant_type.code().map(|v| if v == 0.0 { 0.0 } else { v }))));
+    out.push((
+        "weight.quant_map".into(),
+        RawTensor::from_f32(
+            vec![16],
+            &q.quant_type.code().map(|v| if v == 0.0 { 0.0 } else { v }),
+        ),
+    ));
     let bytes = state.to_json_bytes();
-    out.push((format!("weight.quant_state.bitsandbytes__{}", q.quant_type.name()), RawTensor::from_u8(vec![bytes.len()], bytes)));
+    out.push((
+        format!("weight.quant_state.bitsandbytes__{}", q.quant_type.name()),
+        RawTensor::from_u8(vec![bytes.len()], bytes),
+    ));
     out
 }
 
 /// Reads the LLM.int8 weight under `prefix` (`weight` i8, `SCB`, optional `weight_format`).
-pub fn read_int8(prefix: &str, expected: [usize; 2], take: &mut dyn FnMut(&str) -> Result<Option<RawTensor>>) -> Result<Int8Rows> {
+pub fn read_int8(
+    prefix: &str,
+    expected: [usize; 2],
+    take: &mut dyn FnMut(&str) -> Result<Option<RawTensor>>,
+) -> Result<Int8Rows> {
     let wkey = format!("{prefix}.weight");
     let w = take(&wkey)?.ok_or_else(|| bad(&wkey, "missing"))?;
     if w.shape != expected {
-        return Err(bad(&wkey, format!("int8 weight shape {:?}, expected {expected:?}", w.shape)));
+        return Err(bad(
+            &wkey,
+            format!("int8 weight shape {:?}, expected {expected:?}", w.shape),
+        ));
     }
     let cb = w.i8s(&wkey)?;
     let skey = format!("{prefix}.SCB");
     let scb = take(&skey)?.ok_or_else(|| bad(&skey, "missing (row scales of the int8 weight)"))?;
     if scb.shape != [expected[0]] {
-        return Err(bad(&skey, format!("shape {:?}, expected [{}]", scb.shape, expected[0])));
+        return Err(bad(
+            &skey,
+            format!("shape {:?}, expected [{}]", scb.shape, expected[0]),
+        ));
     }
     let scb = scb.f32s(&skey)?;
     let fkey = format!("{prefix}.weight_format");
     if let Some(f) = take(&fkey)? {
         let v = f.u8s(&fkey)?;
         if v.as_slice() != [0] {
-            return Err(bad(&fkey, format!("weight_format {v:?}; only 0 (\"row\") is supported")));
+            return Err(bad(
+                &fkey,
+                format!("weight_format {v:?}; only 0 (\"row\") is supported"),
+            ));
         }
     }
-    Ok(Int8Rows { cb, scb, outlier_cols: None, rows: expected[0], cols: expected[1] })
+    Ok(Int8Rows {
+        cb,
+        scb,
+        outlier_cols: None,
+        rows: expected[0],
+        cols: expected[1],
+    })
 }
 
 /// The tensors of an LLM.int8 weight under their suffixes (`weight`, `SCB`, `weight_format`).
 pub fn write_int8(q: &Int8Rows) -> Vec<(String, RawTensor)> {
     vec![
-        ("weight".into(), RawTensor::from_i8(vec![q.rows, q.cols], &q.cb)),
+        (
+            "weight".into(),
+            RawTensor::from_i8(vec![q.rows, q.cols], &q.cb),
+        ),
         ("SCB".into(), RawTensor::from_f32(vec![q.rows], &q.scb)),
         ("weight_format".into(), RawTensor::from_u8(vec![], vec![0])),
     ]
@@ -315,33 +466,69 @@ impl BnbConfig {
     /// anything else (GPTQ, AWQ, ...) is an error naming it.
     pub fn from_json(v: &Value) -> Result<Self> {
         let key = "quantization_config";
-        let method = v.get("quant_method").and_then(Value::as_str).unwrap_or("bitsandbytes");
+        let method = v
+            .get("quant_method")
+            .and_then(Value::as_str)
+            .unwrap_or("bitsandbytes");
         if method != "bitsandbytes" {
-            return Err(bad(key, format!("quant_method \"{method}\" is not supported; expected \"bitsandbytes\"")));
+            return Err(bad(
+                key,
+                format!("quant_method \"{method}\" is not supported; expected \"bitsandbytes\""),
+            ));
         }
         let flag = |name: &str| v.get(name).and_then(Value::as_bool).unwrap_or(false);
-        let (four, eight) = (flag("load_in_4bit") || flag("_load_in_4bit"), flag("load_in_8bit") || flag("_load_in_8bit"));
-        let qt = v.get("bnb_4bit_quant_type").and_then(Value::as_str).unwrap_or("fp4");
+        let (four, eight) = (
+            flag("load_in_4bit") || flag("_load_in_4bit"),
+            flag("load_in_8bit") || flag("_load_in_8bit"),
+        );
+        let qt = v
+            .get("bnb_4bit_quant_type")
+            .and_then(Value::as_str)
+            .unwrap_or("fp4");
         let method = match (four, eight) {
-            (true, false) => BnbMethod::FourBit(quant_type_of(qt, "quantization_config.bnb_4bit_quant_type")?),
+            (true, false) => BnbMethod::FourBit(quant_type_of(
+                qt,
+                "quantization_config.bnb_4bit_quant_type",
+            )?),
             (false, true) => BnbMethod::Int8,
-            _ => return Err(bad(key, "exactly one of load_in_4bit and load_in_8bit must be true")),
+            _ => {
+                return Err(bad(
+                    key,
+                    "exactly one of load_in_4bit and load_in_8bit must be true",
+                ));
+            }
         };
-        let compute_dtype = v.get("bnb_4bit_compute_dtype").and_then(Value::as_str).unwrap_or("float32").to_string();
+        let compute_dtype = v
+            .get("bnb_4bit_compute_dtype")
+            .and_then(Value::as_str)
+            .unwrap_or("float32")
+            .to_string();
         let skip_modules = match v.get("llm_int8_skip_modules") {
             None | Some(Value::Null) => None,
             Some(Value::Array(a)) => Some(
                 a.iter()
-                    .map(|s| s.as_str().map(str::to_string).ok_or_else(|| bad(key, "llm_int8_skip_modules must be a list of strings")))
+                    .map(|s| {
+                        s.as_str().map(str::to_string).ok_or_else(|| {
+                            bad(key, "llm_int8_skip_modules must be a list of strings")
+                        })
+                    })
                     .collect::<Result<_>>()?,
             ),
-            Some(_) => return Err(bad(key, "llm_int8_skip_modules must be a list of strings or null")),
+            Some(_) => {
+                return Err(bad(
+                    key,
+                    "llm_int8_skip_modules must be a list of strings or null",
+                ));
+            }
         };
         Ok(Self {
             method,
             double_quant: flag("bnb_4bit_use_double_quant"),
             compute_dtype,
-            int8_threshold: v.get("llm_int8_threshold").and_then(Value::as_f64).unwrap_or(6.0) as f32,
+            int8_threshold: v
+                .get("llm_int8_threshold")
+                .and_then(Value::as_f64)
+                .unwrap_or(6.0) as f32,
             skip_modules,
         })
     }

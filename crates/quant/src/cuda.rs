@@ -42,7 +42,9 @@ use crate::backend::QuantBackend;
 use crate::blockwise4::NESTED_BLOCKSIZE;
 use crate::host::INV_127;
 use crate::layer::{DeviceAbsmax, Meta4, NestedDevice, QuantWeight, Weight4, WeightInt8};
-use kernels::{dequant_4bit_kernel, dequant_4bit_nested_kernel, dequant_int8_kernel, nested_absmax_kernel};
+use kernels::{
+    dequant_4bit_kernel, dequant_4bit_nested_kernel, dequant_int8_kernel, nested_absmax_kernel,
+};
 
 // ---------------------------------------------------------------------------------------------
 // Kernels.
@@ -61,7 +63,13 @@ mod kernels {
 
     /// Stores the two elements of packed byte `pos`, both scaled by `scale`.
     #[cube]
-    fn store_pair(packed: &Array<u8>, pairs: &Array<f32>, out: &mut Array<f32>, pos: usize, scale: f32) {
+    fn store_pair(
+        packed: &Array<u8>,
+        pairs: &Array<f32>,
+        out: &mut Array<f32>,
+        pos: usize,
+        scale: f32,
+    ) {
         let row = usize::cast_from(packed[pos]) * 2;
         let first = pos * 2;
         out[first] = pairs[row] * scale;
@@ -72,7 +80,13 @@ mod kernels {
 
     /// 4-bit with one f32 absmax per block.
     #[cube(launch, address_type = "dynamic")]
-    pub(super) fn dequant_4bit_kernel(packed: &Array<u8>, pairs: &Array<f32>, absmax: &Array<f32>, out: &mut Array<f32>, blocksize: usize) {
+    pub(super) fn dequant_4bit_kernel(
+        packed: &Array<u8>,
+        pairs: &Array<f32>,
+        absmax: &Array<f32>,
+        out: &mut Array<f32>,
+        blocksize: usize,
+    ) {
         let pos = ABSOLUTE_POS;
         if pos >= packed.len() {
             terminate!();
@@ -83,7 +97,13 @@ mod kernels {
 
     /// Double quantization, first launch: `prod[b] = map[codes[b]] * scales[b / group]`.
     #[cube(launch, address_type = "dynamic")]
-    pub(super) fn nested_absmax_kernel(codes: &Array<u8>, map: &Array<f32>, scales: &Array<f32>, prod: &mut Array<f32>, #[comptime] group: usize) {
+    pub(super) fn nested_absmax_kernel(
+        codes: &Array<u8>,
+        map: &Array<f32>,
+        scales: &Array<f32>,
+        prod: &mut Array<f32>,
+        #[comptime] group: usize,
+    ) {
         let b = ABSOLUTE_POS;
         if b >= codes.len() {
             terminate!();
@@ -111,7 +131,13 @@ mod kernels {
 
     /// LLM.int8, one unit per element: `(f32(cb) * scb[row]) * inv_127`.
     #[cube(launch, address_type = "dynamic")]
-    pub(super) fn dequant_int8_kernel(cb: &Array<i8>, scb: &Array<f32>, out: &mut Array<f32>, cols: usize, inv_127: f32) {
+    pub(super) fn dequant_int8_kernel(
+        cb: &Array<i8>,
+        scb: &Array<f32>,
+        out: &mut Array<f32>,
+        cols: usize,
+        inv_127: f32,
+    ) {
         let pos = ABSOLUTE_POS;
         if pos >= cb.len() {
             terminate!();
@@ -127,14 +153,21 @@ mod kernels {
 type Cube<R, F, I, BT> = CubeBackend<R, F, I, BT>;
 
 /// A contiguous `u8` / `i8` device buffer of an int tensor (cast first if it was stored wider).
-fn int_buffer<R, F, I, BT, const D: usize>(t: &Tensor<Cube<R, F, I, BT>, D, Int>, dtype: IntDType) -> CubeTensor<R>
+fn int_buffer<R, F, I, BT, const D: usize>(
+    t: &Tensor<Cube<R, F, I, BT>, D, Int>,
+    dtype: IntDType,
+) -> CubeTensor<R>
 where
     R: CubeRuntime,
     F: FloatElement,
     I: IntElement,
     BT: BoolElement,
 {
-    let t = if t.dtype() == DType::from(dtype) { t.clone() } else { t.clone().cast(dtype) };
+    let t = if t.dtype() == DType::from(dtype) {
+        t.clone()
+    } else {
+        t.clone().cast(dtype)
+    };
     into_contiguous(t.into_primitive())
 }
 
@@ -146,7 +179,11 @@ where
     I: IntElement,
     BT: BoolElement,
 {
-    let t = if t.dtype() == DType::F32 { t.clone() } else { t.clone().cast(FloatDType::F32) };
+    let t = if t.dtype() == DType::F32 {
+        t.clone()
+    } else {
+        t.clone().cast(FloatDType::F32)
+    };
     into_contiguous(t.into_primitive().tensor())
 }
 
@@ -158,12 +195,19 @@ fn empty_f32<R: CubeRuntime>(like: &CubeTensor<R>, shape: Shape) -> CubeTensor<R
 /// Cube size and count for `units` units of an element-wise launch.
 fn grid<R: CubeRuntime>(like: &CubeTensor<R>, units: usize) -> (CubeCount, CubeDim) {
     let cube_dim = CubeDim::new(&like.client, units);
-    (calculate_cube_count_elemwise(&like.client, units, cube_dim), cube_dim)
+    (
+        calculate_cube_count_elemwise(&like.client, units, cube_dim),
+        cube_dim,
+    )
 }
 
 /// The narrowest index type that addresses every buffer of a launch.
 fn address_type<R: CubeRuntime>(tensors: &[&CubeTensor<R>]) -> AddressType {
-    tensors.iter().map(|t| t.required_address_type()).max().unwrap_or_default()
+    tensors
+        .iter()
+        .map(|t| t.required_address_type())
+        .max()
+        .unwrap_or_default()
 }
 
 fn dequantize_4bit<R, F, I, BT>(w: &Weight4<Cube<R, F, I, BT>>) -> CubeTensor<R>
@@ -173,17 +217,33 @@ where
     I: IntElement,
     BT: BoolElement,
 {
-    let Meta4 { blocksize, out_features, in_features, .. } = w.meta;
+    let Meta4 {
+        blocksize,
+        out_features,
+        in_features,
+        ..
+    } = w.meta;
     let numel = out_features * in_features;
     let nbytes = numel.div_ceil(2);
     let blocks = numel.div_ceil(blocksize);
     // Both elements of a byte share a block only for even block sizes (checked when built).
-    assert!(blocksize > 0 && blocksize.is_multiple_of(2), "4-bit block size {blocksize} is not even");
+    assert!(
+        blocksize > 0 && blocksize.is_multiple_of(2),
+        "4-bit block size {blocksize} is not even"
+    );
 
     let packed = int_buffer(&w.packed, IntDType::U8);
     let pairs = f32_buffer(&w.pairs);
-    assert_eq!(packed.meta.num_elements(), nbytes, "packed codes of a [{out_features}, {in_features}] weight");
-    assert_eq!(pairs.meta.num_elements(), 512, "the nibble-pair table is [256, 2]");
+    assert_eq!(
+        packed.meta.num_elements(),
+        nbytes,
+        "packed codes of a [{out_features}, {in_features}] weight"
+    );
+    assert_eq!(
+        pairs.meta.num_elements(),
+        512,
+        "the nibble-pair table is [256, 2]"
+    );
     let out = empty_f32(&packed, Shape::new([out_features, in_features]));
     if numel == 0 {
         return out;
@@ -193,7 +253,11 @@ where
     match &w.absmax {
         DeviceAbsmax::F32(a) => {
             let absmax = f32_buffer(a);
-            assert_eq!(absmax.meta.num_elements(), blocks, "absmax values of {numel} elements in blocks of {blocksize}");
+            assert_eq!(
+                absmax.meta.num_elements(),
+                blocks,
+                "absmax values of {numel} elements in blocks of {blocksize}"
+            );
             let addr = address_type(&[&packed, &pairs, &absmax, &out]);
             dequant_4bit_kernel::launch::<R>(
                 &out.client,
@@ -207,13 +271,26 @@ where
                 blocksize,
             );
         }
-        DeviceAbsmax::Nested(NestedDevice { codes, scales, offset, map }) => {
+        DeviceAbsmax::Nested(NestedDevice {
+            codes,
+            scales,
+            offset,
+            map,
+        }) => {
             let codes = int_buffer(codes, IntDType::U8);
             let scales = f32_buffer(scales);
             let offset = f32_buffer(offset);
             let map = f32_buffer(map);
-            assert_eq!(codes.meta.num_elements(), blocks, "absmax codes of {numel} elements in blocks of {blocksize}");
-            assert_eq!(scales.meta.num_elements(), blocks.div_ceil(NESTED_BLOCKSIZE), "nested absmax scales");
+            assert_eq!(
+                codes.meta.num_elements(),
+                blocks,
+                "absmax codes of {numel} elements in blocks of {blocksize}"
+            );
+            assert_eq!(
+                scales.meta.num_elements(),
+                blocks.div_ceil(NESTED_BLOCKSIZE),
+                "nested absmax scales"
+            );
             assert_eq!(offset.meta.num_elements(), 1, "nested absmax offset");
             assert_eq!(map.meta.num_elements(), 256, "dynamic 8-bit map");
 
@@ -260,7 +337,11 @@ where
     let [rows, cols] = w.cb.dims();
     let cb = int_buffer(&w.cb, IntDType::I8);
     let scb = f32_buffer(&w.scb);
-    assert_eq!(scb.meta.num_elements(), rows, "one SCB value per row of a [{rows}, {cols}] int8 weight");
+    assert_eq!(
+        scb.meta.num_elements(),
+        rows,
+        "one SCB value per row of a [{rows}, {cols}] int8 weight"
+    );
     let out = empty_f32(&cb, Shape::new([rows, cols]));
     let numel = rows * cols;
     if numel == 0 {
@@ -322,15 +403,24 @@ struct DequantizeOp<B> {
 
 impl<B> std::fmt::Debug for DequantizeOp<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DequantizeOp").field("desc", &self.desc).field("layout", &self.layout).finish()
+        f.debug_struct("DequantizeOp")
+            .field("desc", &self.desc)
+            .field("layout", &self.layout)
+            .finish()
     }
 }
 
-fn int_input<B: FusionBackend, const D: usize>(handles: &mut HandleContainer<B::Handle>, ir: &TensorIr) -> Tensor<B, D, Int> {
+fn int_input<B: FusionBackend, const D: usize>(
+    handles: &mut HandleContainer<B::Handle>,
+    ir: &TensorIr,
+) -> Tensor<B, D, Int> {
     Tensor::from_primitive(handles.get_int_tensor::<B>(ir))
 }
 
-fn float_input<B: FusionBackend, const D: usize>(handles: &mut HandleContainer<B::Handle>, ir: &TensorIr) -> Tensor<B, D> {
+fn float_input<B: FusionBackend, const D: usize>(
+    handles: &mut HandleContainer<B::Handle>,
+    ir: &TensorIr,
+) -> Tensor<B, D> {
     Tensor::from_primitive(TensorPrimitive::Float(handles.get_float_tensor::<B>(ir)))
 }
 
@@ -368,16 +458,23 @@ impl<B: FusionBackend + QuantBackend> Operation<B::FusionRuntime> for Dequantize
 
 impl<B: FusionBackend + QuantBackend> QuantBackend for Fusion<B> {
     fn dequantize_weight(weight: &QuantWeight<Self>) -> Tensor<Self, 2> {
-        fn int<B: FusionBackend, const D: usize>(t: &Tensor<Fusion<B>, D, Int>) -> FusionTensor<B::FusionRuntime> {
+        fn int<B: FusionBackend, const D: usize>(
+            t: &Tensor<Fusion<B>, D, Int>,
+        ) -> FusionTensor<B::FusionRuntime> {
             t.clone().into_primitive()
         }
-        fn float<B: FusionBackend, const D: usize>(t: &Tensor<Fusion<B>, D>) -> FusionTensor<B::FusionRuntime> {
+        fn float<B: FusionBackend, const D: usize>(
+            t: &Tensor<Fusion<B>, D>,
+        ) -> FusionTensor<B::FusionRuntime> {
             t.clone().into_primitive().tensor()
         }
         let (out_features, in_features) = weight.dims();
         let (layout, inputs) = match weight {
             QuantWeight::Four(w) => match &w.absmax {
-                DeviceAbsmax::F32(a) => (Layout::Four(w.meta), vec![int(&w.packed), float(&w.pairs), float(a)]),
+                DeviceAbsmax::F32(a) => (
+                    Layout::Four(w.meta),
+                    vec![int(&w.packed), float(&w.pairs), float(a)],
+                ),
                 DeviceAbsmax::Nested(n) => (
                     Layout::FourNested(w.meta),
                     vec![
@@ -390,16 +487,32 @@ impl<B: FusionBackend + QuantBackend> QuantBackend for Fusion<B> {
                     ],
                 ),
             },
-            QuantWeight::Int8(w) => (Layout::Int8 { threshold: w.threshold }, vec![int(&w.cb), float(&w.scb)]),
+            QuantWeight::Int8(w) => (
+                Layout::Int8 {
+                    threshold: w.threshold,
+                },
+                vec![int(&w.cb), float(&w.scb)],
+            ),
         };
         let client = inputs[0].client.clone();
         let streams = OperationStreams::with_inputs(&inputs);
         // The weight keeps its own handles, so every input is read-only here.
         let inputs: Vec<TensorIr> = inputs.into_iter().map(FusionTensor::into_ir).collect();
-        let output = TensorIr::uninit(client.create_empty_handle(), Shape::new([out_features, in_features]), DType::F32);
+        let output = TensorIr::uninit(
+            client.create_empty_handle(),
+            Shape::new([out_features, in_features]),
+            DType::F32,
+        );
         let desc = CustomOpIr::new("quant::dequantize_weight", &inputs, &[output]);
-        let op = DequantizeOp::<B> { desc: desc.clone(), layout, backend: PhantomData };
-        let out = client.register(streams, OperationIr::Custom(desc), op).pop().expect("one output");
+        let op = DequantizeOp::<B> {
+            desc: desc.clone(),
+            layout,
+            backend: PhantomData,
+        };
+        let out = client
+            .register(streams, OperationIr::Custom(desc), op)
+            .pop()
+            .expect("one output");
         Tensor::from_primitive(TensorPrimitive::Float(out))
     }
 }

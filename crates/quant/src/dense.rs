@@ -18,7 +18,10 @@ pub struct DenseLinear<B: Backend> {
 impl<B: Backend> DenseLinear<B> {
     /// Wraps existing tensors; `weight` is `[in_features, out_features]`.
     pub fn new(weight: Tensor<B, 2>, bias: Option<Tensor<B, 1>>) -> Self {
-        Self { weight: Param::from_tensor(weight), bias: bias.map(Param::from_tensor) }
+        Self {
+            weight: Param::from_tensor(weight),
+            bias: bias.map(Param::from_tensor),
+        }
     }
 
     /// `y = x W^T + b`.

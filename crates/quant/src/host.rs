@@ -20,7 +20,13 @@ fn threads_for(work: usize) -> usize {
 
 /// Dequantizes `numel` 4-bit values into `out` (`out.len() == numel`):
 /// `out[i] = code[nibble_i] * absmax[i / blocksize]`, blocks split across the cores.
-pub fn dequantize_4bit_into(packed: &[u8], absmax: &[f32], code: &[f32; 16], blocksize: usize, out: &mut [f32]) -> Result<()> {
+pub fn dequantize_4bit_into(
+    packed: &[u8],
+    absmax: &[f32],
+    code: &[f32; 16],
+    blocksize: usize,
+    out: &mut [f32],
+) -> Result<()> {
     let numel = out.len();
     if blocksize == 0 || blocksize % 2 != 0 {
         return Err(Error::Blocksize(blocksize));

@@ -21,15 +21,27 @@ pub struct Int8Rows {
 /// Quantizes `a` (`[rows, cols]`, row-major). With `threshold > 0`, entries with
 /// `|a| >= threshold` are left out of the row statistics and their codes are 0; with more than
 /// one row, whole outlier columns are zeroed (they are computed in float instead).
-pub fn int8_vectorwise_quant(a: &[f32], rows: usize, cols: usize, threshold: f32) -> Result<Int8Rows> {
+pub fn int8_vectorwise_quant(
+    a: &[f32],
+    rows: usize,
+    cols: usize,
+    threshold: f32,
+) -> Result<Int8Rows> {
     if a.len() != rows * cols {
-        return Err(Error::Shape(format!("{} values do not form a [{rows}, {cols}] matrix", a.len())));
+        return Err(Error::Shape(format!(
+            "{} values do not form a [{rows}, {cols}] matrix",
+            a.len()
+        )));
     }
     if let Some((index, &value)) = a.iter().enumerate().find(|(_, v)| !v.is_finite()) {
         return Err(Error::NonFinite { index, value });
     }
     let is_outlier = |v: f32| threshold > 0.0 && v.abs() >= threshold;
-    let mut outlier_cols = if threshold > 0.0 { Some(Vec::new()) } else { None };
+    let mut outlier_cols = if threshold > 0.0 {
+        Some(Vec::new())
+    } else {
+        None
+    };
     if let Some(cols_out) = outlier_cols.as_mut() {
         for c in 0..cols {
             if (0..rows).any(|r| is_outlier(a[r * cols + c])) {
@@ -62,11 +74,20 @@ pub fn int8_vectorwise_quant(a: &[f32], rows: usize, cols: usize, threshold: f32
             }
         }
     }
-    Ok(Int8Rows { cb, scb, outlier_cols, rows, cols })
+    Ok(Int8Rows {
+        cb,
+        scb,
+        outlier_cols,
+        rows,
+        cols,
+    })
 }
 
 /// `(cb * scb[row]) * (1/127)` in f32, as `int8_vectorwise_dequant` computes it.
 pub fn int8_vectorwise_dequant(q: &Int8Rows) -> Vec<f32> {
     const INV_127: f32 = 1.0 / 127.0;
-    q.cb.iter().enumerate().map(|(i, &c)| (c as f32 * q.scb[i / q.cols]) * INV_127).collect()
+    q.cb.iter()
+        .enumerate()
+        .map(|(i, &c)| (c as f32 * q.scb[i / q.cols]) * INV_127)
+        .collect()
 }

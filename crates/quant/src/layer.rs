@@ -99,7 +99,12 @@ fn f32_tensor<B: Backend>(values: Vec<f32>, device: &B::Device) -> Tensor<B, 1> 
 
 impl<B: Backend> QuantWeight<B> {
     /// Moves a host 4-bit tensor of shape `[out_features, in_features]` to the device.
-    pub fn from_4bit(q: &Quantized4, out_features: usize, in_features: usize, device: &B::Device) -> Result<Self> {
+    pub fn from_4bit(
+        q: &Quantized4,
+        out_features: usize,
+        in_features: usize,
+        device: &B::Device,
+    ) -> Result<Self> {
         let numel = out_features * in_features;
         let blocks = numel.div_ceil(q.blocksize);
         let absmax_len = match &q.absmax {
@@ -133,12 +138,20 @@ impl<B: Backend> QuantWeight<B> {
                 })
             }
         };
-        let pairs: Vec<f32> = pair_table(&q.quant_type.code()).into_iter().flatten().collect();
+        let pairs: Vec<f32> = pair_table(&q.quant_type.code())
+            .into_iter()
+            .flatten()
+            .collect();
         Ok(QuantWeight::Four(Weight4 {
             packed: u8_tensor(q.packed.clone(), device),
             absmax,
             pairs: Tensor::from_data(TensorData::new(pairs, [256, 2]), (device, DType::F32)),
-            meta: (Meta4 { quant_type: q.quant_type, blocksize: q.blocksize, out_features, in_features }),
+            meta: (Meta4 {
+                quant_type: q.quant_type,
+                blocksize: q.blocksize,
+                out_features,
+                in_features,
+            }),
         }))
     }
 
@@ -155,8 +168,15 @@ impl<B: Backend> QuantWeight<B> {
                 q.scb.len()
             )));
         }
-        let cb = Tensor::from_data(TensorData::new(q.cb.clone(), [q.rows, q.cols]), (device, DType::I8));
-        Ok(QuantWeight::Int8(WeightInt8 { cb, scb: f32_tensor(q.scb.clone(), device), threshold }))
+        let cb = Tensor::from_data(
+            TensorData::new(q.cb.clone(), [q.rows, q.cols]),
+            (device, DType::I8),
+        );
+        Ok(QuantWeight::Int8(WeightInt8 {
+            cb,
+            scb: f32_tensor(q.scb.clone(), device),
+            threshold,
+        }))
     }
 
     /// `(out_features, in_features)`.
@@ -173,14 +193,18 @@ impl<B: Backend> QuantWeight<B> {
     /// Bytes held on the device for this weight (codes, scales and codebooks), from the tensors'
     /// own dtypes and shapes.
     pub fn device_bytes(&self) -> usize {
-        fn bytes<B: Backend, const D: usize, K: burn::tensor::BasicOps<B>>(t: &Tensor<B, D, K>) -> usize {
+        fn bytes<B: Backend, const D: usize, K: burn::tensor::BasicOps<B>>(
+            t: &Tensor<B, D, K>,
+        ) -> usize {
             t.shape().num_elements() * t.dtype().size()
         }
         match self {
             QuantWeight::Four(w) => {
                 let absmax = match &w.absmax {
                     DeviceAbsmax::F32(a) => bytes(a),
-                    DeviceAbsmax::Nested(n) => bytes(&n.codes) + bytes(&n.scales) + bytes(&n.offset) + bytes(&n.map),
+                    DeviceAbsmax::Nested(n) => {
+                        bytes(&n.codes) + bytes(&n.scales) + bytes(&n.offset) + bytes(&n.map)
+                    }
                 };
                 bytes(&w.packed) + absmax + bytes(&w.pairs)
             }
@@ -190,30 +214,77 @@ impl<B: Backend> QuantWeight<B> {
 
     /// Copies the weight back to the host (for saving).
     pub fn to_host(&self) -> Result<HostWeight> {
-        let err = |what: &str, e: burn::tensor::DataError| Error::Shape(format!("reading {what} from the device: {e:?}"));
+        let err = |what: &str, e: burn::tensor::DataError| {
+            Error::Shape(format!("reading {what} from the device: {e:?}"))
+        };
         match self {
             QuantWeight::Four(w) => {
-                let packed = w.packed.to_data().convert_dtype(DType::U8).into_vec::<u8>().map_err(|e| err("packed codes", e))?;
+                let packed = w
+                    .packed
+                    .to_data()
+                    .convert_dtype(DType::U8)
+                    .into_vec::<u8>()
+                    .map_err(|e| err("packed codes", e))?;
                 let absmax = match &w.absmax {
-                    DeviceAbsmax::F32(a) => Absmax::F32(a.to_data().into_vec::<f32>().map_err(|e| err("absmax", e))?),
+                    DeviceAbsmax::F32(a) => Absmax::F32(
+                        a.to_data()
+                            .into_vec::<f32>()
+                            .map_err(|e| err("absmax", e))?,
+                    ),
                     DeviceAbsmax::Nested(n) => Absmax::Nested(crate::NestedAbsmax {
-                        codes: n.codes.to_data().convert_dtype(DType::U8).into_vec::<u8>().map_err(|e| err("absmax codes", e))?,
-                        offset: n.offset.to_data().into_vec::<f32>().map_err(|e| err("offset", e))?[0],
-                        scales: n.scales.to_data().into_vec::<f32>().map_err(|e| err("nested absmax", e))?,
+                        codes: n
+                            .codes
+                            .to_data()
+                            .convert_dtype(DType::U8)
+                            .into_vec::<u8>()
+                            .map_err(|e| err("absmax codes", e))?,
+                        offset: n
+                            .offset
+                            .to_data()
+                            .into_vec::<f32>()
+                            .map_err(|e| err("offset", e))?[0],
+                        scales: n
+                            .scales
+                            .to_data()
+                            .into_vec::<f32>()
+                            .map_err(|e| err("nested absmax", e))?,
                     }),
                 };
                 let m = w.meta;
                 Ok(HostWeight::Four {
-                    q: Quantized4 { quant_type: m.quant_type, blocksize: m.blocksize, numel: m.out_features * m.in_features, packed, absmax },
+                    q: Quantized4 {
+                        quant_type: m.quant_type,
+                        blocksize: m.blocksize,
+                        numel: m.out_features * m.in_features,
+                        packed,
+                        absmax,
+                    },
                     out_features: m.out_features,
                     in_features: m.in_features,
                 })
             }
             QuantWeight::Int8(w) => {
                 let [rows, cols] = w.cb.dims();
-                let cb = w.cb.to_data().convert_dtype(DType::I8).into_vec::<i8>().map_err(|e| err("int8 codes", e))?;
-                let scb = w.scb.to_data().into_vec::<f32>().map_err(|e| err("SCB", e))?;
-                Ok(HostWeight::Int8 { q: Int8Rows { cb, scb, outlier_cols: None, rows, cols }, threshold: w.threshold })
+                let cb =
+                    w.cb.to_data()
+                        .convert_dtype(DType::I8)
+                        .into_vec::<i8>()
+                        .map_err(|e| err("int8 codes", e))?;
+                let scb = w
+                    .scb
+                    .to_data()
+                    .into_vec::<f32>()
+                    .map_err(|e| err("SCB", e))?;
+                Ok(HostWeight::Int8 {
+                    q: Int8Rows {
+                        cb,
+                        scb,
+                        outlier_cols: None,
+                        rows,
+                        cols,
+                    },
+                    threshold: w.threshold,
+                })
             }
         }
     }
@@ -236,13 +307,17 @@ impl<B: Backend> QuantWeight<B> {
                         let groups = blocks.div_ceil(NESTED_BLOCKSIZE);
                         let centered = n.map.clone().select(0, n.codes.clone().cast(IntDType::I32));
                         let centered = pad_to(centered, groups * NESTED_BLOCKSIZE);
-                        let scaled = centered.reshape([groups, NESTED_BLOCKSIZE]) * n.scales.clone().reshape([groups, 1]);
-                        scaled.reshape([groups * NESTED_BLOCKSIZE]).slice(0..blocks) + n.offset.clone()
+                        let scaled = centered.reshape([groups, NESTED_BLOCKSIZE])
+                            * n.scales.clone().reshape([groups, 1]);
+                        scaled.reshape([groups * NESTED_BLOCKSIZE]).slice(0..blocks)
+                            + n.offset.clone()
                     }
                 };
                 let values = pad_to(values, blocks * bs);
                 let out = values.reshape([blocks, bs]) * absmax.reshape([blocks, 1]);
-                out.reshape([blocks * bs]).slice(0..numel).reshape([m.out_features, m.in_features])
+                out.reshape([blocks * bs])
+                    .slice(0..numel)
+                    .reshape([m.out_features, m.in_features])
             }
             QuantWeight::Int8(w) => {
                 let [rows, _] = w.cb.dims();
@@ -304,7 +379,11 @@ pub struct QuantLinear<B: Backend> {
 impl<B: Backend> QuantLinear<B> {
     /// A layer from a device weight and an optional bias.
     pub fn new(weight: QuantWeight<B>, bias: Option<Tensor<B, 1>>) -> Self {
-        Self { weight, bias, compute_dtype: None }
+        Self {
+            weight,
+            bias,
+            compute_dtype: None,
+        }
     }
 
     /// Runs the gemm in `dtype` (bf16 / f16 on CUDA).

@@ -11,24 +11,29 @@
 
 pub mod backend;
 pub mod blockwise4;
-pub mod bnb;
 pub mod blockwise8;
+pub mod bnb;
 pub mod codebook;
-pub mod dense;
 #[cfg(feature = "cuda")]
 mod cuda;
+pub mod dense;
 pub mod error;
 pub mod host;
 pub mod int8;
 pub mod layer;
 pub mod torch_sum;
 
-pub use blockwise4::{Absmax, NESTED_BLOCKSIZE, NestedAbsmax, QuantType, Quantized4, check_blocksize, dequantize_4bit, nest_absmax, quantize_4bit};
+pub use backend::{QuantBackend, dequantize_on_host};
+pub use blockwise4::{
+    Absmax, NESTED_BLOCKSIZE, NestedAbsmax, QuantType, Quantized4, check_blocksize,
+    dequantize_4bit, nest_absmax, quantize_4bit,
+};
 pub use blockwise8::{Lut8, dequantize_blockwise8, quantize_blockwise8};
+pub use bnb::{BnbConfig, BnbMethod, QuantState4, RawTensor};
 pub use codebook::{FP4, NF4, dynamic_map_signed};
+pub use dense::DenseLinear;
 pub use error::{Error, Result};
 pub use int8::{Int8Rows, int8_vectorwise_dequant, int8_vectorwise_quant};
-pub use backend::{QuantBackend, dequantize_on_host};
-pub use layer::{DeviceAbsmax, HostWeight, Meta4, NestedDevice, QuantLinear, QuantWeight, Weight4, WeightInt8};
-pub use bnb::{BnbConfig, BnbMethod, QuantState4, RawTensor};
-pub use dense::DenseLinear;
+pub use layer::{
+    DeviceAbsmax, HostWeight, Meta4, NestedDevice, QuantLinear, QuantWeight, Weight4, WeightInt8,
+};

@@ -8,7 +8,11 @@
 pub const AVX2_LANES: usize = 8;
 
 fn ceil_log2(x: usize) -> u32 {
-    if x <= 2 { 1 } else { usize::BITS - (x - 1).leading_zeros() }
+    if x <= 2 {
+        1
+    } else {
+        usize::BITS - (x - 1).leading_zeros()
+    }
 }
 
 /// `multi_row_sum` of ATen: `rows[i][r][w]` summed over `i` with four cascaded accumulators.
@@ -63,10 +67,14 @@ pub fn torch_sum_f32(a: &[f32], lanes: usize) -> f32 {
     let mut ps = multi_row_sum(&a[..size_ilp * 4 * lanes], size_ilp, 4, lanes);
     let (head, rest) = ps.split_at_mut(lanes);
     for i in size_ilp * 4..vecs {
-        head.iter_mut().zip(&a[i * lanes..(i + 1) * lanes]).for_each(|(d, s)| *d += *s);
+        head.iter_mut()
+            .zip(&a[i * lanes..(i + 1) * lanes])
+            .for_each(|(d, s)| *d += *s);
     }
     for k in 1..4 {
-        head.iter_mut().zip(&rest[(k - 1) * lanes..k * lanes]).for_each(|(d, s)| *d += *s);
+        head.iter_mut()
+            .zip(&rest[(k - 1) * lanes..k * lanes])
+            .for_each(|(d, s)| *d += *s);
     }
     let mut fin = 0.0f32;
     for &v in &a[vecs * lanes..] {

@@ -12,8 +12,8 @@ use burn_cuda::{Cuda, CudaDevice};
 use burn_flex::Flex;
 use cubecl::cuda::CudaRuntime;
 use quant::{
-    QuantBackend, QuantLinear, QuantType, QuantWeight, dequantize_4bit, int8_vectorwise_dequant, int8_vectorwise_quant,
-    quantize_4bit,
+    QuantBackend, QuantLinear, QuantType, QuantWeight, dequantize_4bit, int8_vectorwise_dequant,
+    int8_vectorwise_quant, quantize_4bit,
 };
 
 /// CUDA without burn's fusion: the kernels launched directly.
@@ -60,7 +60,11 @@ fn gaussian(n: usize, seed: u64) -> Vec<f32> {
         s ^= s << 17;
         ((s >> 11) as f64 + 0.5) / (1u64 << 53) as f64
     };
-    (0..n).map(|_| ((-2.0 * next().ln()).sqrt() * (std::f64::consts::TAU * next()).cos()) as f32 * 0.05).collect()
+    (0..n)
+        .map(|_| {
+            ((-2.0 * next().ln()).sqrt() * (std::f64::consts::TAU * next()).cos()) as f32 * 0.05
+        })
+        .collect()
 }
 
 fn bits(v: &[f32]) -> Vec<u32> {
@@ -74,7 +78,13 @@ fn tensor_bits<B: Backend>(t: Tensor<B, 2>) -> Vec<u32> {
 /// (out, in, blocksize): those of `tests/layer.rs` (exact blocks, a partial trailing block, an odd
 /// element count, a partial nested group of 256 blocks), and a large odd one that spans many
 /// cubes and nested groups.
-const SHAPES: [(usize, usize, usize); 5] = [(64, 128, 64), (33, 100, 64), (7, 9, 32), (96, 1000, 32), (2047, 2051, 64)];
+const SHAPES: [(usize, usize, usize); 5] = [
+    (64, 128, 64),
+    (33, 100, 64),
+    (7, 9, 32),
+    (96, 1000, 32),
+    (2047, 2051, 64),
+];
 
 fn check_kernels<B: QuantBackend>(device: &B::Device) {
     for (seed, &(out, inp, bs)) in SHAPES.iter().enumerate() {
@@ -88,21 +98,37 @@ fn check_kernels<B: QuantBackend>(device: &B::Device) {
                 assert_eq!(tensor_bits(B::dequantize_weight(&dev)), want, "{what}");
 
                 // Codes held in a wider integer type are narrowed before the launch.
-                let QuantWeight::Four(mut w4) = dev else { unreachable!() };
+                let QuantWeight::Four(mut w4) = dev else {
+                    unreachable!()
+                };
                 w4.packed = w4.packed.cast(IntDType::I32);
                 if let quant::DeviceAbsmax::Nested(n) = &mut w4.absmax {
                     n.codes = n.codes.clone().cast(IntDType::I32);
                 }
-                assert_eq!(tensor_bits(B::dequantize_weight(&QuantWeight::Four(w4))), want, "i32 codes: {what}");
+                assert_eq!(
+                    tensor_bits(B::dequantize_weight(&QuantWeight::Four(w4))),
+                    want,
+                    "i32 codes: {what}"
+                );
             }
         }
         let q8 = int8_vectorwise_quant(&w, out, inp, 0.0).unwrap();
         let want = bits(&int8_vectorwise_dequant(&q8));
         let dev = QuantWeight::<B>::from_int8(&q8, 6.0, device).unwrap();
-        assert_eq!(tensor_bits(B::dequantize_weight(&dev)), want, "int8 [{out}, {inp}]");
-        let QuantWeight::Int8(mut w8) = dev else { unreachable!() };
+        assert_eq!(
+            tensor_bits(B::dequantize_weight(&dev)),
+            want,
+            "int8 [{out}, {inp}]"
+        );
+        let QuantWeight::Int8(mut w8) = dev else {
+            unreachable!()
+        };
         w8.cb = w8.cb.cast(IntDType::I32);
-        assert_eq!(tensor_bits(B::dequantize_weight(&QuantWeight::Int8(w8))), want, "int8 as i32 [{out}, {inp}]");
+        assert_eq!(
+            tensor_bits(B::dequantize_weight(&QuantWeight::Int8(w8))),
+            want,
+            "int8 as i32 [{out}, {inp}]"
+        );
     }
 }
 
@@ -143,7 +169,10 @@ fn dequantization_composes_with_fused_ops() {
     let w = gaussian(out * inp, 3);
     let q = quantize_4bit(&w, QuantType::Nf4, 64, true).unwrap();
     let host = dequantize_4bit(&q).unwrap();
-    let QuantWeight::Four(mut w4) = QuantWeight::<B>::from_4bit(&q, out, inp, &device).unwrap() else { unreachable!() };
+    let QuantWeight::Four(mut w4) = QuantWeight::<B>::from_4bit(&q, out, inp, &device).unwrap()
+    else {
+        unreachable!()
+    };
     // Pending fused work on an input: (pairs * 2) / 2 is exact.
     w4.pairs = w4.pairs.mul_scalar(2.0).div_scalar(2.0);
     let dense = B::dequantize_weight(&QuantWeight::Four(w4)).mul_scalar(2.0);
@@ -163,25 +192,53 @@ fn quant_linear_trains_on_cuda() {
         device: &B::Device,
     ) -> (TensorData, TensorData) {
         let (rows, out, inp) = (5usize, 48usize, 96usize);
-        let layer = QuantLinear::new(weight(device), Some(Tensor::from_floats(gaussian(out, 12).as_slice(), device)));
-        let x = Tensor::<B, 2>::from_data(TensorData::new(gaussian(rows * inp, 13), [rows, inp]), device).require_grad();
-        let r = Tensor::<B, 2>::from_data(TensorData::new(gaussian(rows * out, 14), [rows, out]), device);
+        let layer = QuantLinear::new(
+            weight(device),
+            Some(Tensor::from_floats(gaussian(out, 12).as_slice(), device)),
+        );
+        let x = Tensor::<B, 2>::from_data(
+            TensorData::new(gaussian(rows * inp, 13), [rows, inp]),
+            device,
+        )
+        .require_grad();
+        let r = Tensor::<B, 2>::from_data(
+            TensorData::new(gaussian(rows * out, 14), [rows, out]),
+            device,
+        );
         let y = layer.forward(x.clone());
         let grads = (y.clone() * r).sum().backward();
-        (y.into_data(), x.grad(&grads).expect("input gradient").into_data())
+        (
+            y.into_data(),
+            x.grad(&grads).expect("input gradient").into_data(),
+        )
     }
     let (out, inp) = (48usize, 96usize);
     let w = gaussian(out * inp, 11);
     let tol = Tolerance::<f32>::absolute(1e-4);
-    for q in [quantize_4bit(&w, QuantType::Nf4, 64, true).unwrap(), quantize_4bit(&w, QuantType::Fp4, 32, false).unwrap()] {
-        let (y_gpu, g_gpu) = run::<Autodiff<Cuda<f32, i32>>>(|d| QuantWeight::from_4bit(&q, out, inp, d).unwrap(), &CudaDevice::default());
-        let (y_cpu, g_cpu) = run::<Autodiff<Flex>>(|d| QuantWeight::from_4bit(&q, out, inp, d).unwrap(), &Default::default());
+    for q in [
+        quantize_4bit(&w, QuantType::Nf4, 64, true).unwrap(),
+        quantize_4bit(&w, QuantType::Fp4, 32, false).unwrap(),
+    ] {
+        let (y_gpu, g_gpu) = run::<Autodiff<Cuda<f32, i32>>>(
+            |d| QuantWeight::from_4bit(&q, out, inp, d).unwrap(),
+            &CudaDevice::default(),
+        );
+        let (y_cpu, g_cpu) = run::<Autodiff<Flex>>(
+            |d| QuantWeight::from_4bit(&q, out, inp, d).unwrap(),
+            &Default::default(),
+        );
         y_gpu.assert_approx_eq::<f32>(&y_cpu, tol);
         g_gpu.assert_approx_eq::<f32>(&g_cpu, tol);
     }
     let q8 = int8_vectorwise_quant(&w, out, inp, 0.0).unwrap();
-    let (y_gpu, g_gpu) = run::<Autodiff<Cuda<f32, i32>>>(|d| QuantWeight::from_int8(&q8, 6.0, d).unwrap(), &CudaDevice::default());
-    let (y_cpu, g_cpu) = run::<Autodiff<Flex>>(|d| QuantWeight::from_int8(&q8, 6.0, d).unwrap(), &Default::default());
+    let (y_gpu, g_gpu) = run::<Autodiff<Cuda<f32, i32>>>(
+        |d| QuantWeight::from_int8(&q8, 6.0, d).unwrap(),
+        &CudaDevice::default(),
+    );
+    let (y_cpu, g_cpu) = run::<Autodiff<Flex>>(
+        |d| QuantWeight::from_int8(&q8, 6.0, d).unwrap(),
+        &Default::default(),
+    );
     y_gpu.assert_approx_eq::<f32>(&y_cpu, tol);
     g_gpu.assert_approx_eq::<f32>(&g_cpu, tol);
 }

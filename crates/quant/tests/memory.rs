@@ -40,7 +40,10 @@ const ROWS: usize = 16;
 
 /// Peak heap bytes above the level before `build` ran, over building the stack and one forward +
 /// backward pass.
-fn peak_of<M>(build: impl FnOnce() -> Vec<M>, forward: impl Fn(&M, Tensor<B, 2>) -> Tensor<B, 2>) -> usize {
+fn peak_of<M>(
+    build: impl FnOnce() -> Vec<M>,
+    forward: impl Fn(&M, Tensor<B, 2>) -> Tensor<B, 2>,
+) -> usize {
     let device = Default::default();
     let base = CURRENT.load(Ordering::SeqCst);
     PEAK.store(base, Ordering::SeqCst);
@@ -52,13 +55,21 @@ fn peak_of<M>(build: impl FnOnce() -> Vec<M>, forward: impl Fn(&M, Tensor<B, 2>)
     }
     let grads = h.sum().backward();
     let g = x.grad(&grads).expect("input gradient");
-    assert!(g.into_data().to_vec::<f32>().unwrap().iter().all(|v| v.is_finite()));
+    assert!(
+        g.into_data()
+            .to_vec::<f32>()
+            .unwrap()
+            .iter()
+            .all(|v| v.is_finite())
+    );
     drop(layers);
     PEAK.load(Ordering::SeqCst) - base
 }
 
 fn weights(seed: usize) -> Vec<f32> {
-    (0..DIM * DIM).map(|i| (((i * 2654435761 + seed * 97) % 1000) as f32 / 1000.0 - 0.5) * 0.05).collect()
+    (0..DIM * DIM)
+        .map(|i| (((i * 2654435761 + seed * 97) % 1000) as f32 / 1000.0 - 0.5) * 0.05)
+        .collect()
 }
 
 #[test]
@@ -78,7 +89,9 @@ fn nf4_training_memory_scales_with_the_4bit_weights() {
     let f32_stack = peak_of(
         || {
             (0..LAYERS)
-                .map(|s| Tensor::<B, 2>::from_data(TensorData::new(weights(s), [DIM, DIM]), &device))
+                .map(|s| {
+                    Tensor::<B, 2>::from_data(TensorData::new(weights(s), [DIM, DIM]), &device)
+                })
                 .collect::<Vec<_>>()
         },
         |w, h| h.matmul(w.clone()),
@@ -92,6 +105,10 @@ fn nf4_training_memory_scales_with_the_4bit_weights() {
     // The naive graph keeps one dense weight per layer for the backward pass.
     assert!(naive >= LAYERS * dense_bytes, "naive {naive}");
     // Ours: the packed stack (~0.52 MiB a layer) plus a few dense weights in flight at a time.
-    assert!(nf4 < LAYERS * dense_bytes / 3, "nf4 {nf4} vs f32 weights {}", LAYERS * dense_bytes);
+    assert!(
+        nf4 < LAYERS * dense_bytes / 3,
+        "nf4 {nf4} vs f32 weights {}",
+        LAYERS * dense_bytes
+    );
     assert!(f32_stack >= LAYERS * dense_bytes);
 }

@@ -59,7 +59,10 @@ impl RandomSource {
     /// A deterministic source for `seed`.
     pub fn new(seed: u64, std: f32) -> Self {
         let normal = Normal::new(0.0, std).unwrap_or_else(|_| unreachable!("std is finite"));
-        Self { rng: StdRng::seed_from_u64(seed), normal }
+        Self {
+            rng: StdRng::seed_from_u64(seed),
+            normal,
+        }
     }
 }
 

@@ -50,9 +50,12 @@ impl SafetensorsSource {
         let index_path = dir.join("model.safetensors.index.json");
         let single = dir.join("model.safetensors");
         let files: Vec<PathBuf> = if index_path.is_file() {
-            let text = std::fs::read_to_string(&index_path).map_err(|e| Error::io(&index_path, e))?;
-            let index: Index = serde_json::from_str(&text)
-                .map_err(|source| Error::Json { path: index_path.clone(), source })?;
+            let text =
+                std::fs::read_to_string(&index_path).map_err(|e| Error::io(&index_path, e))?;
+            let index: Index = serde_json::from_str(&text).map_err(|source| Error::Json {
+                path: index_path.clone(),
+                source,
+            })?;
             let mut names: Vec<&String> = index.weight_map.values().collect();
             names.sort();
             names.dedup();
@@ -60,11 +63,15 @@ impl SafetensorsSource {
         } else if single.is_file() {
             vec![single]
         } else if !dir.is_dir() {
-            return Err(Error::io(&dir, std::io::Error::new(std::io::ErrorKind::NotFound, "no such directory")));
+            return Err(Error::io(
+                &dir,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no such directory"),
+            ));
         } else {
             return Err(Error::Safetensors {
                 path: dir.clone(),
-                message: "no model.safetensors or model.safetensors.index.json in this directory".into(),
+                message: "no model.safetensors or model.safetensors.index.json in this directory"
+                    .into(),
             });
         };
         let mut shards = Vec::new();
@@ -102,7 +109,13 @@ impl SafetensorsSource {
             drop(st);
             shards.push(Shard { path, mmap });
         }
-        Ok(Self { dir, shards, entries, used: Default::default(), ignorable: Vec::new() })
+        Ok(Self {
+            dir,
+            shards,
+            entries,
+            used: Default::default(),
+            ignorable: Vec::new(),
+        })
     }
 
     /// Lets `key` stay unused (tied heads that a checkpoint stores anyway).
@@ -112,7 +125,11 @@ impl SafetensorsSource {
 
     /// All keys with their shapes, sorted.
     pub fn keys(&self) -> Vec<(String, Vec<usize>)> {
-        let mut keys: Vec<_> = self.entries.iter().map(|(k, e)| (k.clone(), e.shape.clone())).collect();
+        let mut keys: Vec<_> = self
+            .entries
+            .iter()
+            .map(|(k, e)| (k.clone(), e.shape.clone()))
+            .collect();
         keys.sort();
         keys
     }
@@ -125,7 +142,10 @@ impl SafetensorsSource {
 
 fn to_f32(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
     let out = match dtype {
-        Dtype::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        Dtype::F32 => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
         Dtype::F16 => bytes
             .chunks_exact(2)
             .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
@@ -146,7 +166,11 @@ fn to_f32(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
 impl TensorSource for SafetensorsSource {
     fn take(&mut self, key: &str, shape: &[usize]) -> Result<TensorData> {
         let Some(entry) = self.entries.get(key) else {
-            return Err(Error::MissingTensor { path: self.dir.clone(), key: key.into(), expected: shape.to_vec() });
+            return Err(Error::MissingTensor {
+                path: self.dir.clone(),
+                key: key.into(),
+                expected: shape.to_vec(),
+            });
         };
         let shard = &self.shards[entry.file];
         if entry.shape != shape {
@@ -157,14 +181,23 @@ impl TensorSource for SafetensorsSource {
                 found: entry.shape.clone(),
             });
         }
-        let values = to_f32(entry.dtype, &shard.mmap[entry.start..entry.end]).ok_or_else(|| Error::Safetensors {
-            path: shard.path.clone(),
-            message: format!("tensor `{key}` has dtype {:?}; expected F32, F16, BF16 or F64", entry.dtype),
+        let values = to_f32(entry.dtype, &shard.mmap[entry.start..entry.end]).ok_or_else(|| {
+            Error::Safetensors {
+                path: shard.path.clone(),
+                message: format!(
+                    "tensor `{key}` has dtype {:?}; expected F32, F16, BF16 or F64",
+                    entry.dtype
+                ),
+            }
         })?;
         // SAFETY: the map is private and read-only; dropped pages are re-read from the file if
         // touched again, so this only lowers the resident size.
         unsafe {
-            let _ = shard.mmap.unchecked_advise_range(UncheckedAdvice::DontNeed, entry.start, entry.end - entry.start);
+            let _ = shard.mmap.unchecked_advise_range(
+                UncheckedAdvice::DontNeed,
+                entry.start,
+                entry.end - entry.start,
+            );
         }
         self.used.insert(key.to_string());
         Ok(TensorData::new(values, shape.to_vec()))
@@ -175,7 +208,9 @@ impl TensorSource for SafetensorsSource {
     }
 
     fn take_raw(&mut self, key: &str) -> Result<Option<quant::RawTensor>> {
-        let Some(entry) = self.entries.get(key) else { return Ok(None) };
+        let Some(entry) = self.entries.get(key) else {
+            return Ok(None);
+        };
         let shard = &self.shards[entry.file];
         let raw = quant::RawTensor {
             dtype: entry.dtype,
@@ -184,7 +219,11 @@ impl TensorSource for SafetensorsSource {
         };
         // SAFETY: as in `take`: only lowers the resident size of a private read-only map.
         unsafe {
-            let _ = shard.mmap.unchecked_advise_range(UncheckedAdvice::DontNeed, entry.start, entry.end - entry.start);
+            let _ = shard.mmap.unchecked_advise_range(
+                UncheckedAdvice::DontNeed,
+                entry.start,
+                entry.end - entry.start,
+            );
         }
         self.used.insert(key.to_string());
         Ok(Some(raw))
@@ -202,13 +241,19 @@ impl TensorSource for SafetensorsSource {
             .entries
             .keys()
             .filter(|k| {
-                !self.used.contains(*k) && !self.ignorable.contains(*k) && !k.ends_with("rotary_emb.inv_freq")
+                !self.used.contains(*k)
+                    && !self.ignorable.contains(*k)
+                    && !k.ends_with("rotary_emb.inv_freq")
             })
             .collect();
         unused.sort();
         if let Some(first) = unused.first() {
             let path = self.shards[self.entries[*first].file].path.clone();
-            return Err(Error::UnexpectedTensor { path, key: (*first).clone(), count: unused.len() });
+            return Err(Error::UnexpectedTensor {
+                path,
+                key: (*first).clone(),
+                count: unused.len(),
+            });
         }
         Ok(())
     }

@@ -36,7 +36,9 @@ impl SaveDtype {
             "f32" | "float32" => Ok(Self::F32),
             "f16" | "float16" => Ok(Self::F16),
             "bf16" | "bfloat16" => Ok(Self::BF16),
-            other => Err(Error::InvalidArgument(format!("dtype \"{other}\": expected f32, f16 or bf16"))),
+            other => Err(Error::InvalidArgument(format!(
+                "dtype \"{other}\": expected f32, f16 or bf16"
+            ))),
         }
     }
 
@@ -77,7 +79,10 @@ impl SaveDtype {
     }
 }
 
-fn write_atomic(path: &Path, write: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>) -> Result<()> {
+fn write_atomic(
+    path: &Path,
+    write: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
+) -> Result<()> {
     let tmp = path.with_extension(format!(
         "{}.tmp",
         path.extension().and_then(|e| e.to_str()).unwrap_or("")
@@ -87,12 +92,18 @@ fn write_atomic(path: &Path, write: impl FnOnce(&mut BufWriter<File>) -> std::io
     let mut w = BufWriter::new(file);
     write(&mut w).map_err(io)?;
     w.flush().map_err(io)?;
-    w.into_inner().map_err(|e| Error::io(path, e.into_error()))?.sync_all().map_err(io)?;
+    w.into_inner()
+        .map_err(|e| Error::io(path, e.into_error()))?
+        .sync_all()
+        .map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)
 }
 
 fn write_json(path: &Path, value: &Value) -> Result<()> {
-    let text = serde_json::to_string_pretty(value).map_err(|source| Error::Json { path: path.into(), source })?;
+    let text = serde_json::to_string_pretty(value).map_err(|source| Error::Json {
+        path: path.into(),
+        source,
+    })?;
     write_atomic(path, |w| w.write_all(text.as_bytes()))
 }
 
@@ -101,7 +112,14 @@ fn write_json(path: &Path, value: &Value) -> Result<()> {
 /// again when written instead of being held for the whole save.
 enum Item<B: Backend> {
     Float(NamedTensor<B>),
-    Quant { weight: QuantWeight<B>, id: usize, part: usize, dtype: safetensors::Dtype, shape: Vec<usize>, len: usize },
+    Quant {
+        weight: QuantWeight<B>,
+        id: usize,
+        part: usize,
+        dtype: safetensors::Dtype,
+        shape: Vec<usize>,
+        len: usize,
+    },
 }
 
 impl<B: Backend> Item<B> {
@@ -126,19 +144,30 @@ impl<B: Backend> Item<B> {
 }
 
 /// The stored tensors of a quantized weight under bitsandbytes' suffixes.
-fn quant_parts<B: Backend>(name: &str, w: &QuantWeight<B>, state_dtype: &str) -> Result<Vec<(String, quant::RawTensor)>> {
-    let host = w.to_host().map_err(|e| Error::InvalidArgument(format!("{name}: {e}")))?;
+fn quant_parts<B: Backend>(
+    name: &str,
+    w: &QuantWeight<B>,
+    state_dtype: &str,
+) -> Result<Vec<(String, quant::RawTensor)>> {
+    let host = w
+        .to_host()
+        .map_err(|e| Error::InvalidArgument(format!("{name}: {e}")))?;
     Ok(match &host {
-        quant::HostWeight::Four { q, out_features, in_features } => {
-            quant::bnb::write_4bit(q, [*out_features, *in_features], state_dtype)
-        }
+        quant::HostWeight::Four {
+            q,
+            out_features,
+            in_features,
+        } => quant::bnb::write_4bit(q, [*out_features, *in_features], state_dtype),
         quant::HostWeight::Int8 { q, .. } => quant::bnb::write_int8(q),
     })
 }
 
 /// Expands quantized weights into bitsandbytes' keys (`P.weight`, `P.weight.absmax`, ...),
 /// recording each part's dtype, shape and length for the header.
-fn expand<B: Backend>(tensors: Vec<(String, NamedTensor<B>)>, state_dtype: &str) -> Result<Vec<(String, Item<B>)>> {
+fn expand<B: Backend>(
+    tensors: Vec<(String, NamedTensor<B>)>,
+    state_dtype: &str,
+) -> Result<Vec<(String, Item<B>)>> {
     let mut out = Vec::with_capacity(tensors.len());
     for (id, (name, t)) in tensors.into_iter().enumerate() {
         let NamedTensor::Quant(weight) = t else {
@@ -146,8 +175,18 @@ fn expand<B: Backend>(tensors: Vec<(String, NamedTensor<B>)>, state_dtype: &str)
             continue;
         };
         let prefix = name.strip_suffix(".weight").unwrap_or(&name).to_string();
-        for (part, (suffix, raw)) in quant_parts(&name, &weight, state_dtype)?.into_iter().enumerate() {
-            let item = Item::Quant { weight: weight.clone(), id, part, dtype: raw.dtype, shape: raw.shape, len: raw.bytes.len() };
+        for (part, (suffix, raw)) in quant_parts(&name, &weight, state_dtype)?
+            .into_iter()
+            .enumerate()
+        {
+            let item = Item::Quant {
+                weight: weight.clone(),
+                id,
+                part,
+                dtype: raw.dtype,
+                shape: raw.shape,
+                len: raw.bytes.len(),
+            };
             out.push((format!("{prefix}.{suffix}"), item));
         }
     }
@@ -155,7 +194,12 @@ fn expand<B: Backend>(tensors: Vec<(String, NamedTensor<B>)>, state_dtype: &str)
 }
 
 /// Writes one safetensors file holding `tensors`, streaming their data.
-fn write_safetensors<B: Backend>(path: &Path, tensors: &[(String, Item<B>)], dtype: SaveDtype, state_dtype: &str) -> Result<()> {
+fn write_safetensors<B: Backend>(
+    path: &Path,
+    tensors: &[(String, Item<B>)],
+    dtype: SaveDtype,
+    state_dtype: &str,
+) -> Result<()> {
     let mut header = serde_json::Map::new();
     header.insert("__metadata__".into(), json!({"format": "pt"}));
     let mut offset = 0usize;
@@ -167,8 +211,10 @@ fn write_safetensors<B: Backend>(path: &Path, tensors: &[(String, Item<B>)], dty
         );
         offset += len;
     }
-    let mut header = serde_json::to_vec(&Value::Object(header))
-        .map_err(|source| Error::Json { path: path.into(), source })?;
+    let mut header = serde_json::to_vec(&Value::Object(header)).map_err(|source| Error::Json {
+        path: path.into(),
+        source,
+    })?;
     while header.len() % 8 != 0 {
         header.push(b' ');
     }
@@ -184,24 +230,39 @@ fn write_safetensors<B: Backend>(path: &Path, tensors: &[(String, Item<B>)], dty
                     // Large matrices are read back a block of rows at a time, so saving never
                     // holds a second full copy of the embedding matrix (1 GB for Llama-3.2-1B).
                     for data in t.row_blocks(1 << 22) {
-                        let data = if data.dtype == burn::tensor::DType::F32 { data } else { data.convert::<f32>() };
-                        let values = data.as_slice::<f32>().map_err(|e| std::io::Error::other(format!("{name}: {e:?}")))?;
+                        let data = if data.dtype == burn::tensor::DType::F32 {
+                            data
+                        } else {
+                            data.convert::<f32>()
+                        };
+                        let values = data
+                            .as_slice::<f32>()
+                            .map_err(|e| std::io::Error::other(format!("{name}: {e:?}")))?;
                         for chunk in values.chunks(1 << 16) {
                             dtype.encode(chunk, &mut buf);
                             w.write_all(&buf)?;
                         }
                     }
                 }
-                Item::Quant { weight, id, part, len, .. } => {
+                Item::Quant {
+                    weight,
+                    id,
+                    part,
+                    len,
+                    ..
+                } => {
                     if parts.as_ref().is_none_or(|(cur, _)| cur != id) {
                         parts = None;
-                        let fresh = quant_parts(name, weight, state_dtype).map_err(|e| std::io::Error::other(e.to_string()))?;
+                        let fresh = quant_parts(name, weight, state_dtype)
+                            .map_err(|e| std::io::Error::other(e.to_string()))?;
                         parts = Some((*id, fresh));
                     }
                     let (_, list) = parts.as_ref().unwrap_or_else(|| unreachable!());
                     let bytes = &list[*part].1.bytes;
                     if bytes.len() != *len {
-                        return Err(std::io::Error::other(format!("{name}: quantized weight changed while saving")));
+                        return Err(std::io::Error::other(format!(
+                            "{name}: quantized weight changed while saving"
+                        )));
                     }
                     w.write_all(bytes)?;
                 }
@@ -222,7 +283,10 @@ pub fn save_checkpoint<B: QuantBackend>(
     let dir = dir.as_ref();
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let config = model.config();
-    let state_dtype = config.quantization.as_ref().map_or("float32", |q| q.compute_dtype.as_str());
+    let state_dtype = config
+        .quantization
+        .as_ref()
+        .map_or("float32", |q| q.compute_dtype.as_str());
     let tensors = expand(model.named_tensors(), state_dtype)?;
     let limit = max_shard_bytes.unwrap_or(usize::MAX);
     let mut shards: Vec<Vec<(String, Item<B>)>> = vec![Vec::new()];
@@ -234,7 +298,10 @@ pub fn save_checkpoint<B: QuantBackend>(
             size = 0;
         }
         size += bytes;
-        shards.last_mut().unwrap_or_else(|| unreachable!()).push((name, t));
+        shards
+            .last_mut()
+            .unwrap_or_else(|| unreachable!())
+            .push((name, t));
     }
     let mut written = Vec::new();
     if shards.len() == 1 {
@@ -276,7 +343,10 @@ pub fn save_checkpoint<B: QuantBackend>(
         many => json!(many),
     };
     let path = dir.join("generation_config.json");
-    write_json(&path, &json!({"bos_token_id": config.bos_token_id, "eos_token_id": eos}))?;
+    write_json(
+        &path,
+        &json!({"bos_token_id": config.bos_token_id, "eos_token_id": eos}),
+    )?;
     written.push(path);
     Ok(written)
 }

@@ -47,9 +47,21 @@ impl<B: QuantBackend> Attention<B> {
     ) -> Tensor<B, 3> {
         let [b, s, _] = x.dims();
         let (h, kv, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
-        let q = self.q_proj.forward(x.clone()).reshape([b, s, h, d]).swap_dims(1, 2);
-        let k = self.k_proj.forward(x.clone()).reshape([b, s, kv, d]).swap_dims(1, 2);
-        let v = self.v_proj.forward(x).reshape([b, s, kv, d]).swap_dims(1, 2);
+        let q = self
+            .q_proj
+            .forward(x.clone())
+            .reshape([b, s, h, d])
+            .swap_dims(1, 2);
+        let k = self
+            .k_proj
+            .forward(x.clone())
+            .reshape([b, s, kv, d])
+            .swap_dims(1, 2);
+        let v = self
+            .v_proj
+            .forward(x)
+            .reshape([b, s, kv, d])
+            .swap_dims(1, 2);
         let q = apply_rotary(q, cos, sin);
         let k = apply_rotary(k, cos, sin);
         let (k, v) = match cache {
@@ -67,7 +79,11 @@ impl<B: QuantBackend> Attention<B> {
             scores = scores + bias.clone();
         }
         let probs = softmax(scores, 3).reshape([b, kv, groups * s, t]);
-        let out = probs.matmul(v).reshape([b, h, s, d]).swap_dims(1, 2).reshape([b, s, h * d]);
+        let out = probs
+            .matmul(v)
+            .reshape([b, h, s, d])
+            .swap_dims(1, 2)
+            .reshape([b, s, h * d]);
         self.o_proj.forward(out)
     }
 }

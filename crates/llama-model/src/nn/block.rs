@@ -34,9 +34,17 @@ impl<B: QuantBackend> DecoderLayer<B> {
         bias: Option<&Tensor<B, 4>>,
         cache: Option<(&mut LayerCache<B>, usize)>,
     ) -> Tensor<B, 3> {
-        let h = self.self_attn.forward(self.input_layernorm.forward(x.clone()), cos, sin, bias, cache);
+        let h = self.self_attn.forward(
+            self.input_layernorm.forward(x.clone()),
+            cos,
+            sin,
+            bias,
+            cache,
+        );
         let x = x + h;
-        let h = self.mlp.forward(self.post_attention_layernorm.forward(x.clone()));
+        let h = self
+            .mlp
+            .forward(self.post_attention_layernorm.forward(x.clone()));
         x + h
     }
 }

@@ -109,9 +109,15 @@ impl<B: Backend> NamedTensor<B> {
             NamedTensor::D2(t) => (t.dims()[0], t.dims()[1]),
             _ => (1, usize::MAX),
         };
-        let step = if cols == usize::MAX { 1 } else { (max_elements / cols.max(1)).max(1) };
+        let step = if cols == usize::MAX {
+            1
+        } else {
+            (max_elements / cols.max(1)).max(1)
+        };
         (0..rows).step_by(step).map(move |r0| match self {
-            NamedTensor::D2(t) if step < rows => t.clone().slice(r0..(r0 + step).min(rows)).to_data(),
+            NamedTensor::D2(t) if step < rows => {
+                t.clone().slice(r0..(r0 + step).min(rows)).to_data()
+            }
             other => other.to_data(),
         })
     }
@@ -127,12 +133,18 @@ impl<B: Backend> NamedTensor<B> {
 /// written contiguously, columns split across the available cores.
 pub fn transpose_data(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     const TILE: usize = 32;
-    assert_eq!(data.len(), rows * cols, "transpose_data: length is not rows * cols");
+    assert_eq!(
+        data.len(),
+        rows * cols,
+        "transpose_data: length is not rows * cols"
+    );
     let mut out = vec![0.0f32; data.len()];
     if rows == 0 || cols == 0 {
         return out;
     }
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(cols.div_ceil(TILE));
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(cols.div_ceil(TILE));
     let cols_per = cols.div_ceil(threads).div_ceil(TILE) * TILE;
     std::thread::scope(|scope| {
         for (t, chunk) in out.chunks_mut(cols_per * rows).enumerate() {

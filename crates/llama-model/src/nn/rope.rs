@@ -17,8 +17,10 @@ impl RotaryEmbedding {
     pub fn new(config: &LlamaConfig) -> Self {
         let dim = config.head_dim;
         let base = config.rope_theta;
-        let mut inv_freq: Vec<f64> =
-            (0..dim).step_by(2).map(|i| 1.0 / base.powf(i as f64 / dim as f64)).collect();
+        let mut inv_freq: Vec<f64> = (0..dim)
+            .step_by(2)
+            .map(|i| 1.0 / base.powf(i as f64 / dim as f64))
+            .collect();
         if let RopeScaling::Llama3 {
             factor,
             low_freq_factor,
@@ -34,13 +36,15 @@ impl RotaryEmbedding {
                 if wavelen > low_freq_wavelen {
                     *f /= factor;
                 } else if wavelen >= high_freq_wavelen {
-                    let smooth =
-                        (old_len / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+                    let smooth = (old_len / wavelen - low_freq_factor)
+                        / (high_freq_factor - low_freq_factor);
                     *f = (1.0 - smooth) * *f / factor + smooth * *f;
                 }
             }
         }
-        Self { inv_freq: inv_freq.into_iter().map(|f| f as f32).collect() }
+        Self {
+            inv_freq: inv_freq.into_iter().map(|f| f as f32).collect(),
+        }
     }
 
     /// `(cos, sin)` for the given positions, duplicated over both halves of the head.
@@ -48,11 +52,15 @@ impl RotaryEmbedding {
     /// # Shapes
     /// - `position_ids`: `[batch, seq]`
     /// - returns two tensors `[batch, 1, seq, head_dim]`
-    pub fn cos_sin<B: Backend>(&self, position_ids: Tensor<B, 2, Int>) -> (Tensor<B, 4>, Tensor<B, 4>) {
+    pub fn cos_sin<B: Backend>(
+        &self,
+        position_ids: Tensor<B, 2, Int>,
+    ) -> (Tensor<B, 4>, Tensor<B, 4>) {
         let device = position_ids.device();
         let [b, s] = position_ids.dims();
         let half = self.inv_freq.len();
-        let inv = Tensor::<B, 1>::from_data(TensorData::new(self.inv_freq.clone(), [half]), &device);
+        let inv =
+            Tensor::<B, 1>::from_data(TensorData::new(self.inv_freq.clone(), [half]), &device);
         let pos: Tensor<B, 3> = position_ids.float().reshape([b, s, 1]);
         let freqs = pos * inv.reshape([1, 1, half]);
         let emb = Tensor::cat(vec![freqs.clone(), freqs], 2).reshape([b, 1, s, 2 * half]);
@@ -64,7 +72,11 @@ impl RotaryEmbedding {
 ///
 /// # Shapes
 /// - `x`: `[batch, heads, seq, head_dim]`; `cos`, `sin`: `[batch, 1, seq, head_dim]`
-pub fn apply_rotary<B: Backend>(x: Tensor<B, 4>, cos: &Tensor<B, 4>, sin: &Tensor<B, 4>) -> Tensor<B, 4> {
+pub fn apply_rotary<B: Backend>(
+    x: Tensor<B, 4>,
+    cos: &Tensor<B, 4>,
+    sin: &Tensor<B, 4>,
+) -> Tensor<B, 4> {
     let d = x.dims()[3];
     let x1 = x.clone().slice_dim(3, 0..d / 2);
     let x2 = x.clone().slice_dim(3, d / 2..d);
