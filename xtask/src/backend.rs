@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use llama_model::QuantBackend;
 
 /// Where the model runs.
@@ -59,6 +59,20 @@ pub fn dispatch<J: Job>(job: J) -> Result<J::Output> {
     }
 }
 
+/// Loads the checkpoint in `dir` onto `device`, with the PEFT adapter in `adapter` applied when
+/// given (`--adapter` of `eval` and `generate`).
+pub fn load_model<B: QuantBackend>(
+    dir: &std::path::Path,
+    adapter: Option<&std::path::Path>,
+    device: &B::Device,
+) -> Result<llama_model::Llama<B>> {
+    let mut model = llama_model::load_pretrained::<B>(dir, device)?;
+    if let Some(adapter) = adapter {
+        llama_model::load_adapter(&mut model, adapter)?;
+    }
+    Ok(model)
+}
+
 /// The model used when no `--model` is given: a tiny random Llama-3-style checkpoint that the
 /// repository ships (test fixture). It is untrained, so its text is gibberish; it exercises the
 /// whole pipeline without any download.
@@ -90,4 +104,25 @@ pub fn spinner(msg: &str) -> indicatif::ProgressBar {
     pb.enable_steady_tick(std::time::Duration::from_millis(120));
     pb.set_message(msg.to_string());
     pb
+}
+
+/// Copies what a tokenizer and generation need, so the output directory is complete.
+pub fn copy_tokenizer_files(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
+    for name in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "tokenizer.model",
+        "chat_template.jinja",
+        "generation_config.json",
+    ] {
+        let src = from.join(name);
+        if src.is_file() {
+            let tmp = to.join(format!("{name}.tmp"));
+            std::fs::copy(&src, &tmp).with_context(|| format!("copying {}", src.display()))?;
+            std::fs::rename(&tmp, to.join(name))
+                .with_context(|| format!("writing {}", to.join(name).display()))?;
+        }
+    }
+    Ok(())
 }

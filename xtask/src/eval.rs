@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use llama_model::QuantBackend;
-use llama_model::{LlamaTokenizer, Nll, load_pretrained, resolve_model_dir, sequence_nll};
+use llama_model::{LlamaTokenizer, Nll, resolve_model_dir, sequence_nll};
 
 use crate::backend::{DeviceArg, Job, default_model_dir, spinner};
 
@@ -81,10 +81,7 @@ impl Job for Args {
         let docs = read_documents(&self.data)?;
         let tokenizer = LlamaTokenizer::from_dir(&dir)?;
         let pb = spinner(&format!("loading {}", dir.display()));
-        let mut model = load_pretrained::<B>(&dir, &device)?;
-        if let Some(adapter) = &self.adapter {
-            llama_model::load_adapter(&mut model, adapter)?;
-        }
+        let model = crate::backend::load_model::<B>(&dir, self.adapter.as_deref(), &device)?;
         pb.finish_and_clear();
         let bos = model.config().bos_token_id.or(tokenizer.bos_token_id());
         let max_len = self

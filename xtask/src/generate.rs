@@ -6,8 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use llama_model::QuantBackend;
 use llama_model::{
-    GenerationConfig, LlamaTokenizer, Message, SamplingConfig, generate, load_pretrained,
-    resolve_model_dir,
+    GenerationConfig, LlamaTokenizer, Message, SamplingConfig, generate, resolve_model_dir,
 };
 
 use crate::backend::{DeviceArg, Job, default_model_dir, spinner};
@@ -63,10 +62,7 @@ impl Job for Args {
         };
         let tokenizer = LlamaTokenizer::from_dir(&dir)?;
         let pb = spinner(&format!("loading {}", dir.display()));
-        let mut model = load_pretrained::<B>(&dir, &device)?;
-        if let Some(adapter) = &self.adapter {
-            llama_model::load_adapter(&mut model, adapter)?;
-        }
+        let model = crate::backend::load_model::<B>(&dir, self.adapter.as_deref(), &device)?;
         pb.finish_and_clear();
         let prompt_ids = if self.chat {
             let mut messages = Vec::new();

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use llama_model::{
     SaveDtype, load_adapter, load_pretrained, merge_adapters, resolve_model_dir, save_checkpoint,
 };
@@ -53,21 +53,7 @@ pub fn run(args: Args) -> Result<()> {
     let merged = merge_adapters(&mut model, true);
     pb.set_message(format!("writing {}", args.out.display()));
     let files = save_checkpoint(&model, &args.out, dtype, None)?;
-    for name in [
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "special_tokens_map.json",
-        "tokenizer.model",
-        "chat_template.jinja",
-    ] {
-        let src = source.join(name);
-        if src.is_file() {
-            let tmp = args.out.join(format!("{name}.tmp"));
-            std::fs::copy(&src, &tmp).with_context(|| format!("copying {}", src.display()))?;
-            std::fs::rename(&tmp, args.out.join(name))
-                .with_context(|| format!("writing {name}"))?;
-        }
-    }
+    crate::backend::copy_tokenizer_files(&source, &args.out)?;
     pb.finish_and_clear();
     for f in files {
         eprintln!("wrote {}", f.display());

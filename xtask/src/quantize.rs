@@ -90,7 +90,7 @@ pub fn run(args: Args) -> Result<()> {
     let load_peak = peak_rss_bytes().unwrap_or(0);
     pb.set_message(format!("writing {}", args.out.display()));
     let files = save_checkpoint(&model, &args.out, save_dtype, None)?;
-    copy_tokenizer_files(&dir, &args.out)?;
+    crate::backend::copy_tokenizer_files(&dir, &args.out)?;
     pb.finish_and_clear();
     for f in &files {
         eprintln!("wrote {}", f.display());
@@ -114,35 +114,8 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-fn projections<B: burn::prelude::Backend>(model: &Llama<B>) -> Vec<(String, &Projection<B>)> {
-    let mut out = Vec::new();
-    for (l, layer) in model.layers.iter().enumerate() {
-        let p = format!("model.layers.{l}");
-        let a = &layer.self_attn;
-        for (n, proj) in [
-            ("self_attn.q_proj", &a.q_proj),
-            ("self_attn.k_proj", &a.k_proj),
-            ("self_attn.v_proj", &a.v_proj),
-            ("self_attn.o_proj", &a.o_proj),
-        ] {
-            out.push((format!("{p}.{n}"), proj));
-        }
-        for (n, proj) in [
-            ("mlp.gate_proj", &layer.mlp.gate_proj),
-            ("mlp.up_proj", &layer.mlp.up_proj),
-            ("mlp.down_proj", &layer.mlp.down_proj),
-        ] {
-            out.push((format!("{p}.{n}"), proj));
-        }
-    }
-    if let Some(head) = &model.lm_head {
-        out.push(("lm_head".into(), head));
-    }
-    out
-}
-
 fn count<B: burn::prelude::Backend>(model: &Llama<B>) -> (usize, usize) {
-    let all = projections(model);
+    let all = model.projections();
     (
         all.iter()
             .filter(|(_, p)| matches!(p, Projection::Quant(_)))
@@ -158,7 +131,7 @@ fn report<B: QuantBackend>(model: &Llama<B>, dir: &Path) -> Result<()> {
     let (mut se_all, mut sig_all, mut n_all, mut max_all) = (0f64, 0f64, 0usize, 0f64);
     println!("| tensor | MSE | max abs error | SNR (dB) |");
     println!("|---|---|---|---|");
-    for (name, proj) in projections(model) {
+    for (name, proj) in model.projections() {
         let Projection::Quant(q) = proj else { continue };
         let (o, i) = q.dims();
         let float = src
@@ -194,27 +167,6 @@ fn report<B: QuantBackend>(model: &Llama<B>, dir: &Path) -> Result<()> {
             max_all,
             10.0 * (sig_all / se_all).log10()
         );
-    }
-    Ok(())
-}
-
-/// Copies what a tokenizer and generation need, so the output directory is complete.
-fn copy_tokenizer_files(from: &Path, to: &Path) -> Result<()> {
-    for name in [
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "special_tokens_map.json",
-        "tokenizer.model",
-        "chat_template.jinja",
-        "generation_config.json",
-    ] {
-        let src = from.join(name);
-        if src.is_file() {
-            let tmp = to.join(format!("{name}.tmp"));
-            std::fs::copy(&src, &tmp).with_context(|| format!("copying {}", src.display()))?;
-            std::fs::rename(&tmp, to.join(name))
-                .with_context(|| format!("writing {}", to.join(name).display()))?;
-        }
     }
     Ok(())
 }

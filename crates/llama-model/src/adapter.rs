@@ -8,47 +8,29 @@ use peft::{LoraBase, LoraConfig, LoraLinear};
 use quant::{DenseLinear, QuantBackend};
 use safetensors::{Dtype, SafeTensors};
 
+use crate::checkpoint::to_f32;
 use crate::error::{Error, Result};
 use crate::model::Llama;
 use crate::nn::linear::Projection;
 
-/// Every projection of `model` with its Hugging Face module name.
-pub fn projections_mut<B: Backend>(model: &mut Llama<B>) -> Vec<(String, &mut Projection<B>)> {
-    let mut out = Vec::new();
-    for (l, layer) in model.layers.iter_mut().enumerate() {
-        let p = format!("model.layers.{l}");
-        let a = &mut layer.self_attn;
-        out.push((format!("{p}.self_attn.q_proj"), &mut a.q_proj));
-        out.push((format!("{p}.self_attn.k_proj"), &mut a.k_proj));
-        out.push((format!("{p}.self_attn.v_proj"), &mut a.v_proj));
-        out.push((format!("{p}.self_attn.o_proj"), &mut a.o_proj));
-        let m = &mut layer.mlp;
-        out.push((format!("{p}.mlp.gate_proj"), &mut m.gate_proj));
-        out.push((format!("{p}.mlp.up_proj"), &mut m.up_proj));
-        out.push((format!("{p}.mlp.down_proj"), &mut m.down_proj));
+/// The LoRA layer in `proj`, wrapping its dense or quantized base first if needed.
+fn lora_slot<'a, B: QuantBackend>(
+    proj: &'a mut Projection<B>,
+    device: &B::Device,
+) -> &'a mut LoraLinear<B> {
+    if !matches!(proj, Projection::Lora(_)) {
+        let placeholder = Projection::Dense(DenseLinear::new(Tensor::zeros([1, 1], device), None));
+        let base = match std::mem::replace(proj, placeholder) {
+            Projection::Dense(d) => LoraBase::Dense(d),
+            Projection::Quant(q) => LoraBase::Quant(q),
+            Projection::Lora(_) => unreachable!("checked above"),
+        };
+        *proj = Projection::Lora(LoraLinear::wrap(base));
     }
-    if let Some(head) = &mut model.lm_head {
-        out.push(("lm_head".into(), head));
+    match proj {
+        Projection::Lora(l) => l,
+        _ => unreachable!("wrapped above"),
     }
-    out
-}
-
-fn to_f32(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
-    Some(match dtype {
-        Dtype::F32 => bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        Dtype::F16 => bytes
-            .chunks_exact(2)
-            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        Dtype::BF16 => bytes
-            .chunks_exact(2)
-            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        _ => return None,
-    })
 }
 
 /// Loads the PEFT adapter in `dir` onto `model` as the adapter `"default"`. Every tensor of the
@@ -64,7 +46,7 @@ pub fn load_adapter<B: QuantBackend>(
 /// Activates the adapter `name` on every projection (`None` disables adapters: the base model's
 /// output). Projections that lack that adapter run their base.
 pub fn set_active_adapter<B: Backend>(model: &mut Llama<B>, name: Option<&str>) {
-    for (_, proj) in projections_mut(model) {
+    for (_, proj) in model.projections_mut() {
         if let Projection::Lora(l) = proj {
             l.set_active(name);
         }
@@ -114,7 +96,7 @@ pub fn load_named_adapter<B: QuantBackend>(
         used.insert(key);
         Ok(TensorData::new(values, shape))
     };
-    for (name, proj) in projections_mut(model) {
+    for (name, proj) in model.projections_mut() {
         if !config.targets(&name) {
             continue;
         }
@@ -137,21 +119,7 @@ pub fn load_named_adapter<B: QuantBackend>(
         } else {
             None
         };
-        if let Projection::Lora(l) = proj {
-            l.add_peft_adapter(adapter_name, spec, a, b, magnitude);
-            continue;
-        }
-        let placeholder = Projection::Dense(DenseLinear::new(Tensor::zeros([1, 1], &device), None));
-        let base = match std::mem::replace(proj, placeholder) {
-            Projection::Dense(d) => LoraBase::Dense(d),
-            Projection::Quant(q) => LoraBase::Quant(q),
-            Projection::Lora(_) => unreachable!("handled above"),
-        };
-        let mut layer = LoraLinear::from_peft(base, spec, a, b, magnitude);
-        if adapter_name != "default" {
-            layer.adapters[0].name = adapter_name.to_string();
-        }
-        *proj = Projection::Lora(layer);
+        lora_slot(proj, &device).add_peft_adapter(adapter_name, spec, a, b, magnitude);
     }
     set_active_adapter(model, Some(adapter_name));
     let mut unused: Vec<String> = st
@@ -181,27 +149,17 @@ pub fn apply_lora<B: QuantBackend>(
 ) -> Result<()> {
     let device = model.embed_tokens.val().device();
     B::seed(&device, seed);
-    for (name, proj) in projections_mut(model) {
+    for (name, proj) in model.projections_mut() {
         if !config.targets(&name) {
             continue;
         }
+        if matches!(proj, Projection::Lora(_)) {
+            return Err(Error::InvalidArgument(format!(
+                "{name} already has an adapter"
+            )));
+        }
         let spec = config.spec_for(&name);
-        let placeholder = Projection::Dense(DenseLinear::new(Tensor::zeros([1, 1], &device), None));
-        let base = match std::mem::replace(proj, placeholder) {
-            Projection::Dense(d) => LoraBase::Dense(d),
-            Projection::Quant(q) => LoraBase::Quant(q),
-            Projection::Lora(_) => {
-                return Err(Error::InvalidArgument(format!(
-                    "{name} already has an adapter"
-                )));
-            }
-        };
-        *proj = Projection::Lora(LoraLinear::with_init(
-            base,
-            spec,
-            config.init_lora_weights,
-            &device,
-        ));
+        lora_slot(proj, &device).add_adapter("default", spec, config.init_lora_weights, &device);
     }
     Ok(())
 }
@@ -212,18 +170,7 @@ pub fn apply_lora<B: QuantBackend>(
 pub fn parameter_counts<B: QuantBackend>(model: &Llama<B>) -> (usize, usize) {
     use burn::module::Module;
     let (mut trainable, mut quantized) = (0usize, 0usize);
-    let layers = model.layers.iter().flat_map(|l| {
-        [
-            &l.self_attn.q_proj,
-            &l.self_attn.k_proj,
-            &l.self_attn.v_proj,
-            &l.self_attn.o_proj,
-            &l.mlp.gate_proj,
-            &l.mlp.up_proj,
-            &l.mlp.down_proj,
-        ]
-    });
-    for p in layers.chain(model.lm_head.iter()) {
+    for (_, p) in model.projections() {
         let quant_dims = match p {
             Projection::Lora(l) => {
                 trainable += l.adapters.iter().map(|a| a.num_params()).sum::<usize>();
@@ -261,20 +208,7 @@ pub fn save_adapter<B: QuantBackend>(
             .unwrap_or_default()
     };
     let mut names = Vec::new();
-    let layers = model.layers.iter().enumerate().flat_map(|(l, layer)| {
-        let a = &layer.self_attn;
-        let m = &layer.mlp;
-        [
-            (format!("model.layers.{l}.self_attn.q_proj"), &a.q_proj),
-            (format!("model.layers.{l}.self_attn.k_proj"), &a.k_proj),
-            (format!("model.layers.{l}.self_attn.v_proj"), &a.v_proj),
-            (format!("model.layers.{l}.self_attn.o_proj"), &a.o_proj),
-            (format!("model.layers.{l}.mlp.gate_proj"), &m.gate_proj),
-            (format!("model.layers.{l}.mlp.up_proj"), &m.up_proj),
-            (format!("model.layers.{l}.mlp.down_proj"), &m.down_proj),
-        ]
-    });
-    for (name, p) in layers.chain(model.lm_head.iter().map(|h| ("lm_head".to_string(), h))) {
+    for (name, p) in model.projections() {
         let Projection::Lora(l) = p else { continue };
         let Some(ad) = l.active_adapter() else {
             continue;
@@ -337,7 +271,7 @@ pub fn save_adapter<B: QuantBackend>(
 /// dropped) and saves as a plain float checkpoint. Returns how many adapters were merged.
 pub fn merge_adapters<B: QuantBackend>(model: &mut Llama<B>, dequantize_rest: bool) -> usize {
     let mut merged = 0;
-    for (_, proj) in projections_mut(model) {
+    for (_, proj) in model.projections_mut() {
         let dense = match &*proj {
             Projection::Lora(l) => {
                 merged += 1;

@@ -76,6 +76,51 @@ impl<B: Backend> ModelInput<B> {
     }
 }
 
+impl<B: Backend> Llama<B> {
+    /// Every projection with its Hugging Face module name (`model.layers.0.self_attn.q_proj`, ...,
+    /// `lm_head` when untied), in checkpoint order.
+    pub fn projections(&self) -> Vec<(String, &Projection<B>)> {
+        let mut out = Vec::with_capacity(7 * self.layers.len() + 1);
+        for (l, layer) in self.layers.iter().enumerate() {
+            let (a, m) = (&layer.self_attn, &layer.mlp);
+            for (n, p) in [
+                ("self_attn.q_proj", &a.q_proj),
+                ("self_attn.k_proj", &a.k_proj),
+                ("self_attn.v_proj", &a.v_proj),
+                ("self_attn.o_proj", &a.o_proj),
+                ("mlp.gate_proj", &m.gate_proj),
+                ("mlp.up_proj", &m.up_proj),
+                ("mlp.down_proj", &m.down_proj),
+            ] {
+                out.push((format!("model.layers.{l}.{n}"), p));
+            }
+        }
+        out.extend(self.lm_head.iter().map(|h| ("lm_head".to_string(), h)));
+        out
+    }
+
+    /// [`Llama::projections`], mutable (to swap layer kinds in place).
+    pub fn projections_mut(&mut self) -> Vec<(String, &mut Projection<B>)> {
+        let mut out = Vec::with_capacity(7 * self.layers.len() + 1);
+        for (l, layer) in self.layers.iter_mut().enumerate() {
+            let (a, m) = (&mut layer.self_attn, &mut layer.mlp);
+            for (n, p) in [
+                ("self_attn.q_proj", &mut a.q_proj),
+                ("self_attn.k_proj", &mut a.k_proj),
+                ("self_attn.v_proj", &mut a.v_proj),
+                ("self_attn.o_proj", &mut a.o_proj),
+                ("mlp.gate_proj", &mut m.gate_proj),
+                ("mlp.up_proj", &mut m.up_proj),
+                ("mlp.down_proj", &mut m.down_proj),
+            ] {
+                out.push((format!("model.layers.{l}.{n}"), p));
+            }
+        }
+        out.extend(self.lm_head.iter_mut().map(|h| ("lm_head".to_string(), h)));
+        out
+    }
+}
+
 impl<B: QuantBackend> Llama<B> {
     /// Builds the model tensor by tensor from `src` (a checkpoint or a random initialiser),
     /// so at most one source tensor is held in host memory beside the model.
@@ -177,26 +222,20 @@ impl<B: QuantBackend> Llama<B> {
         }
     }
 
-    /// Sets the gemm dtype of every quantized projection (bitsandbytes' `bnb_4bit_compute_dtype`:
-    /// `Some(BF16)` / `Some(F16)` on CUDA; `None`, the default, computes in the activations' f32).
+    /// Sets the gemm dtype of every quantized weight, including the quantized bases of QLoRA
+    /// adapters (bitsandbytes' `bnb_4bit_compute_dtype`: `Some(BF16)` / `Some(F16)` on CUDA;
+    /// `None`, the default, computes in the activations' f32).
     pub fn set_quant_compute_dtype(&mut self, dtype: Option<burn::tensor::FloatDType>) {
-        let set = |p: &mut Projection<B>| {
-            if let Projection::Quant(q) = p {
-                q.compute_dtype = dtype;
+        for (_, p) in self.projections_mut() {
+            match p {
+                Projection::Quant(q) => q.compute_dtype = dtype,
+                Projection::Lora(l) => {
+                    if let peft::LoraBase::Quant(q) = &mut l.base {
+                        q.compute_dtype = dtype;
+                    }
+                }
+                Projection::Dense(_) => {}
             }
-        };
-        for layer in &mut self.layers {
-            let a = &mut layer.self_attn;
-            for p in [&mut a.q_proj, &mut a.k_proj, &mut a.v_proj, &mut a.o_proj] {
-                set(p);
-            }
-            let m = &mut layer.mlp;
-            for p in [&mut m.gate_proj, &mut m.up_proj, &mut m.down_proj] {
-                set(p);
-            }
-        }
-        if let Some(head) = &mut self.lm_head {
-            set(head);
         }
     }
 

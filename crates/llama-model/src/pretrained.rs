@@ -16,18 +16,7 @@ pub fn load_pretrained<B: QuantBackend>(
     dir: impl AsRef<Path>,
     device: &B::Device,
 ) -> Result<Llama<B>> {
-    let dir = dir.as_ref();
-    if !dir.is_dir() {
-        return Err(Error::io(
-            dir,
-            std::io::Error::new(std::io::ErrorKind::NotFound, "model directory not found"),
-        ));
-    }
-    let config = LlamaConfig::from_file(dir.join("config.json"))?;
-    let mut src = SafetensorsSource::open(dir)?;
-    if config.tie_word_embeddings {
-        src.allow_unused("lm_head.weight");
-    }
+    let (config, mut src) = open_checkpoint(dir.as_ref())?;
     Llama::from_source(&config, &mut src as &mut dyn TensorSource, device)
 }
 
@@ -39,13 +28,7 @@ pub fn load_pretrained_quantized<B: QuantBackend>(
     device: &B::Device,
 ) -> Result<Llama<B>> {
     let dir = dir.as_ref();
-    if !dir.is_dir() {
-        return Err(Error::io(
-            dir,
-            std::io::Error::new(std::io::ErrorKind::NotFound, "model directory not found"),
-        ));
-    }
-    let config = LlamaConfig::from_file(dir.join("config.json"))?;
+    let (config, mut src) = open_checkpoint(dir)?;
     if config.quantization.is_some() {
         return Err(Error::Config {
             path: dir.join("config.json"),
@@ -53,16 +36,28 @@ pub fn load_pretrained_quantized<B: QuantBackend>(
                 .into(),
         });
     }
-    let mut src = SafetensorsSource::open(dir)?;
-    if config.tie_word_embeddings {
-        src.allow_unused("lm_head.weight");
-    }
     Llama::from_source_quantized(
         &config,
         &mut src as &mut dyn TensorSource,
         Some(options),
         device,
     )
+}
+
+/// The configuration and the tensor source of a checkpoint directory.
+fn open_checkpoint(dir: &Path) -> Result<(LlamaConfig, SafetensorsSource)> {
+    if !dir.is_dir() {
+        return Err(Error::io(
+            dir,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "model directory not found"),
+        ));
+    }
+    let config = LlamaConfig::from_file(dir.join("config.json"))?;
+    let mut src = SafetensorsSource::open(dir)?;
+    if config.tie_word_embeddings {
+        src.allow_unused("lm_head.weight");
+    }
+    Ok((config, src))
 }
 
 /// The hub caches to search, in transformers' order: `$HF_HUB_CACHE`, `$HF_HOME/hub`,

@@ -106,6 +106,14 @@ fn quant_error(src: &dyn TensorSource, prefix: &str, e: quant::Error) -> Error {
     }
 }
 
+/// A stored tensor for the bitsandbytes readers (which report errors by key).
+fn raw(src: &mut dyn TensorSource, key: &str) -> quant::Result<Option<quant::RawTensor>> {
+    src.take_raw(key).map_err(|e| quant::Error::Checkpoint {
+        key: key.into(),
+        message: e.to_string(),
+    })
+}
+
 /// Loads the projection stored under `prefix` with HF shape `[out, in]`: a bitsandbytes 4-bit or
 /// int8 weight as stored, otherwise the float weight, quantized on the way when `quantize` asks
 /// for it, else kept dense.
@@ -133,32 +141,16 @@ pub(crate) fn load_projection<B: Backend>(
     // A weight that a bitsandbytes checkpoint stores quantized.
     for (_, state_key) in quant_state_keys(name) {
         if src.contains(&state_key) {
-            let q = {
-                let mut take = |k: &str| {
-                    src.take_raw(k).map_err(|e| quant::Error::Checkpoint {
-                        key: k.into(),
-                        message: e.to_string(),
-                    })
-                };
-                read_4bit(name, &state_key, shape, &mut take)
-            }
-            .map_err(|e| quant_error(src, name, e))?;
+            let q = { read_4bit(name, &state_key, shape, &mut |k| raw(src, k)) }
+                .map_err(|e| quant_error(src, name, e))?;
             let weight = QuantWeight::from_4bit(&q, shape[0], shape[1], device)
                 .map_err(|e| quant_error(src, name, e))?;
             return Ok(Projection::Quant(QuantLinear::new(weight, bias(src)?)));
         }
     }
     if src.contains(&format!("{name}.SCB")) {
-        let q = {
-            let mut take = |k: &str| {
-                src.take_raw(k).map_err(|e| quant::Error::Checkpoint {
-                    key: k.into(),
-                    message: e.to_string(),
-                })
-            };
-            read_int8(name, shape, &mut take)
-        }
-        .map_err(|e| quant_error(src, name, e))?;
+        let q = { read_int8(name, shape, &mut |k| raw(src, k)) }
+            .map_err(|e| quant_error(src, name, e))?;
         let threshold = config
             .quantization
             .as_ref()

@@ -48,6 +48,14 @@ fn logits<B: llama_model::QuantBackend>(model: &Llama<B>, expected: &[u8]) -> Ve
         .collect()
 }
 
+/// The base checkpoint a fixture adapter was made on (`base_model_name_or_path`, repo-relative).
+fn base_of(adapter: &std::path::Path) -> PathBuf {
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(adapter.join("adapter_config.json")).unwrap())
+            .unwrap();
+    root().join(cfg["base_model_name_or_path"].as_str().unwrap())
+}
+
 const CASES: [&str; 5] = [
     "lora_qv",
     "rslora_all_linear",
@@ -59,10 +67,7 @@ const CASES: [&str; 5] = [
 fn peft_adapters_match<B: llama_model::QuantBackend>() {
     for name in CASES {
         let dir = fixture(name);
-        let cfg: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(dir.join("adapter_config.json")).unwrap())
-                .unwrap();
-        let base = root().join(cfg["base_model_name_or_path"].as_str().unwrap());
+        let base = base_of(&dir);
         let mut model = load_pretrained::<B>(&base, &Default::default()).unwrap();
         let expected = std::fs::read(dir.join("expected.safetensors")).unwrap();
         let before = logits(&model, &expected);
@@ -83,7 +88,7 @@ fn peft_adapters_match<B: llama_model::QuantBackend>() {
             .contains(&"merged_logits")
         {
             // Merge every adapted projection into a dense layer.
-            for (_, p) in llama_model::adapter::projections_mut(&mut model) {
+            for (_, p) in model.projections_mut() {
                 if let Projection::Lora(l) = p {
                     *p = Projection::Dense(l.merged());
                 }
@@ -112,10 +117,7 @@ fn saved_adapters_are_peft_files_tensor_for_tensor() {
     type B = burn_flex::Flex;
     for name in CASES {
         let dir = fixture(name);
-        let cfg: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(dir.join("adapter_config.json")).unwrap())
-                .unwrap();
-        let base = root().join(cfg["base_model_name_or_path"].as_str().unwrap());
+        let base = base_of(&dir);
         let mut model = load_pretrained::<B>(&base, &Default::default()).unwrap();
         let config = load_adapter(&mut model, &dir).unwrap();
         let out = std::env::temp_dir().join(format!("adapter-save-{name}-{}", std::process::id()));
@@ -197,10 +199,7 @@ fn merged_checkpoints_reload_to_the_adapter_logits() {
     type B = burn_flex::Flex;
     for name in CASES {
         let dir = fixture(name);
-        let cfg: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(dir.join("adapter_config.json")).unwrap())
-                .unwrap();
-        let base = root().join(cfg["base_model_name_or_path"].as_str().unwrap());
+        let base = base_of(&dir);
         let mut model = load_pretrained::<B>(&base, &Default::default()).unwrap();
         load_adapter(&mut model, &dir).unwrap();
         let merged = llama_model::merge_adapters(&mut model, true);

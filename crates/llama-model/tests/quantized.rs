@@ -65,20 +65,9 @@ fn logits<B: llama_model::QuantBackend>(model: &Llama<B>, exp: &Expected) -> Vec
 
 fn count_quantized<B: burn::prelude::Backend>(model: &Llama<B>) -> usize {
     model
-        .layers
+        .projections()
         .iter()
-        .flat_map(|l| {
-            [
-                &l.self_attn.q_proj,
-                &l.self_attn.k_proj,
-                &l.self_attn.v_proj,
-                &l.self_attn.o_proj,
-                &l.mlp.gate_proj,
-                &l.mlp.up_proj,
-                &l.mlp.down_proj,
-            ]
-        })
-        .filter(|p| matches!(p, Projection::Quant(_)))
+        .filter(|(name, p)| name != "lm_head" && matches!(p, Projection::Quant(_)))
         .count()
 }
 

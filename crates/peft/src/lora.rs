@@ -160,7 +160,43 @@ impl<B: QuantBackend> LoraLinear<B> {
         init: crate::InitLoraWeights,
         device: &B::Device,
     ) -> Self {
-        let (out, inp) = base.dims();
+        let mut layer = Self::wrap(base);
+        layer.add_adapter("default", spec, init, device);
+        layer
+    }
+
+    /// Wraps `base` with given adapter tensors in PEFT's layout: `lora_a` `[r, in]`, `lora_b`
+    /// `[out, r]`, DoRA `magnitude` `[out]`.
+    pub fn from_peft(
+        base: LoraBase<B>,
+        spec: LoraSpec,
+        lora_a: Tensor<B, 2>,
+        lora_b: Tensor<B, 2>,
+        magnitude: Option<Tensor<B, 1>>,
+    ) -> Self {
+        let mut layer = Self::wrap(base);
+        layer.add_peft_adapter("default", spec, lora_a, lora_b, magnitude);
+        layer
+    }
+
+    /// The frozen `base` without any adapter yet.
+    pub fn wrap(base: LoraBase<B>) -> Self {
+        Self {
+            base: base.no_grad(),
+            adapters: Vec::new(),
+            active: None,
+        }
+    }
+
+    /// Adds a freshly initialised adapter called `name` and makes it active.
+    pub fn add_adapter(
+        &mut self,
+        name: &str,
+        spec: LoraSpec,
+        init: crate::InitLoraWeights,
+        device: &B::Device,
+    ) {
+        let (out, inp) = self.base.dims();
         let bound = 1.0 / (inp as f64).sqrt();
         let a = match init {
             crate::InitLoraWeights::Gaussian => Tensor::<B, 2>::random(
@@ -185,38 +221,8 @@ impl<B: QuantBackend> LoraLinear<B> {
         };
         let magnitude = spec
             .use_dora
-            .then(|| Param::from_tensor(row_norms(base.dense_weight()).detach()));
-        let base = base.no_grad();
-        let adapter = LoraAdapter {
-            a: Param::from_tensor(a),
-            b: Param::from_tensor(b),
-            magnitude,
-            spec,
-            name: "default".into(),
-        };
-        Self {
-            base,
-            adapters: vec![adapter],
-            active: Some(0),
-        }
-    }
-
-    /// Wraps `base` with given adapter tensors in PEFT's layout: `lora_a` `[r, in]`, `lora_b`
-    /// `[out, r]`, DoRA `magnitude` `[out]`.
-    pub fn from_peft(
-        base: LoraBase<B>,
-        spec: LoraSpec,
-        lora_a: Tensor<B, 2>,
-        lora_b: Tensor<B, 2>,
-        magnitude: Option<Tensor<B, 1>>,
-    ) -> Self {
-        let mut layer = Self {
-            base: base.no_grad(),
-            adapters: Vec::new(),
-            active: None,
-        };
-        layer.add_peft_adapter("default", spec, lora_a, lora_b, magnitude);
-        layer
+            .then(|| row_norms(self.base.dense_weight()).detach());
+        self.add_peft_adapter(name, spec, a.transpose(), b.transpose(), magnitude);
     }
 
     /// `(out_features, in_features)`.

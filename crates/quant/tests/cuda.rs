@@ -4,12 +4,15 @@
 //! prints why and returns (a skip, not a failure).
 #![cfg(feature = "cuda")]
 
+mod common;
+
 use burn::prelude::*;
 use burn::tensor::{IntDType, Tolerance};
 use burn_autodiff::Autodiff;
 use burn_cubecl::CubeBackend;
 use burn_cuda::{Cuda, CudaDevice};
 use burn_flex::Flex;
+use common::{bits, gaussian};
 use cubecl::cuda::CudaRuntime;
 use quant::{
     QuantBackend, QuantLinear, QuantType, QuantWeight, dequantize_4bit, int8_vectorwise_dequant,
@@ -50,25 +53,6 @@ fn skip_without_gpu(test: &str) -> bool {
     }
     eprintln!("skipping {test}: libcuda.so.1 cannot be loaded (no NVIDIA driver on this machine)");
     true
-}
-
-fn gaussian(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut next = move || {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        ((s >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    };
-    (0..n)
-        .map(|_| {
-            ((-2.0 * next().ln()).sqrt() * (std::f64::consts::TAU * next()).cos()) as f32 * 0.05
-        })
-        .collect()
-}
-
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|x| x.to_bits()).collect()
 }
 
 fn tensor_bits<B: Backend>(t: Tensor<B, 2>) -> Vec<u32> {

@@ -2,35 +2,19 @@
 //! ops, the multi-threaded host path, each CPU backend) gives the reference codec's bits, and
 //! under autodiff the input gets the f32 layer's gradient while the weight gets none.
 
+mod common;
+
 use burn::module::Module;
 use burn::prelude::*;
 use burn::tensor::DType;
 use burn_autodiff::Autodiff;
 use burn_flex::Flex;
 use burn_ndarray::NdArray;
+use common::{bits, gaussian};
 use quant::{
     QuantBackend, QuantLinear, QuantType, QuantWeight, dequantize_4bit, dequantize_on_host,
     int8_vectorwise_dequant, int8_vectorwise_quant, quantize_4bit,
 };
-
-fn gaussian(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut next = move || {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        ((s >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    };
-    (0..n)
-        .map(|_| {
-            ((-2.0 * next().ln()).sqrt() * (std::f64::consts::TAU * next()).cos()) as f32 * 0.05
-        })
-        .collect()
-}
-
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|x| x.to_bits()).collect()
-}
 
 fn tensor_bits<B: Backend>(t: Tensor<B, 2>) -> Vec<u32> {
     bits(&t.into_data().to_vec::<f32>().unwrap())

@@ -12,6 +12,7 @@ use rand_distr::{Distribution, Normal};
 use crate::error::Result;
 
 pub use reader::SafetensorsSource;
+pub(crate) use reader::to_f32;
 pub use writer::{SaveDtype, save_checkpoint};
 
 /// Where model tensors come from, one at a time, by Hugging Face key.

@@ -140,7 +140,8 @@ impl SafetensorsSource {
     }
 }
 
-fn to_f32(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
+/// Float safetensors data (F32, F16, BF16, F64) as f32; `None` for other dtypes.
+pub(crate) fn to_f32(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
     let out = match dtype {
         Dtype::F32 => bytes
             .chunks_exact(4)

@@ -121,12 +121,6 @@ impl<B: Backend> NamedTensor<B> {
             other => other.to_data(),
         })
     }
-
-    /// The values as f32, row-major (a quantized weight is dequantized).
-    pub fn to_f32_vec(&self) -> Vec<f32> {
-        let data = self.to_data();
-        data.iter::<f32>().collect()
-    }
 }
 
 /// Transposes row-major `[rows, cols]` f32 data into `[cols, rows]`: cache-sized tiles, output
