@@ -462,3 +462,124 @@ fn eval_with_a_peft_adapter_gives_peft_loss() {
         );
     }
 }
+
+fn eval_loss(model: &std::path::Path, adapter: Option<&std::path::Path>) -> f64 {
+    let data = fixtures().join("eval.txt");
+    let mut args = vec![
+        "eval",
+        "--data",
+        data.to_str().unwrap(),
+        "--json",
+        "--model",
+        model.to_str().unwrap(),
+    ];
+    if let Some(a) = adapter {
+        args.extend(["--adapter", a.to_str().unwrap()]);
+    }
+    let o = xtask(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["loss"]
+        .as_f64()
+        .unwrap()
+}
+
+#[test]
+fn merge_onto_the_float_weights_of_a_4bit_base() {
+    // A QLoRA adapter trained on the NF4 model, merged onto the f32 model that was quantized.
+    let nf4 = fixtures().join("../../../quant/tests/fixtures/models/mha_untied_nf4_dq");
+    let float = fixtures().join("models/mha_untied");
+    let adapter = fixtures().join("../../../peft/tests/fixtures/qlora_all_linear");
+    let out = std::env::temp_dir().join(format!("xtask-merge-float-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let run = xtask(&[
+        "merge",
+        "--model",
+        nf4.to_str().unwrap(),
+        "--adapter",
+        adapter.to_str().unwrap(),
+        "--base-float",
+        float.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+    assert!(config.get("quantization_config").is_none());
+    let merged = eval_loss(&out, None);
+    let on_float = eval_loss(&float, Some(&adapter));
+    let on_nf4 = eval_loss(&nf4, Some(&adapter));
+    assert!(
+        ((merged - on_float) / on_float).abs() < 1e-5,
+        "{merged} vs {on_float}"
+    );
+    assert_ne!(merged, on_nf4, "the float base, not the NF4 one, was used");
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn merge_requantize_keeps_the_model_4bit_and_reports_rounding() {
+    let nf4 = fixtures().join("../../../quant/tests/fixtures/models/mha_untied_nf4_dq");
+    let adapter = fixtures().join("../../../peft/tests/fixtures/qlora_all_linear");
+    let out = std::env::temp_dir().join(format!("xtask-merge-requant-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let run = xtask(&[
+        "merge",
+        "--model",
+        nf4.to_str().unwrap(),
+        "--adapter",
+        adapter.to_str().unwrap(),
+        "--requantize",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("re-quantized 14 merged modules") && stderr.contains("mean rounding"),
+        "{stderr}"
+    );
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(
+        config["quantization_config"]["bnb_4bit_quant_type"],
+        serde_json::json!("nf4")
+    );
+    assert_eq!(
+        config["quantization_config"]["bnb_4bit_use_double_quant"],
+        serde_json::json!(true)
+    );
+    // The re-quantized model runs close to the adapter on its 4-bit base.
+    let requantized = eval_loss(&out, None);
+    let adapted = eval_loss(&nf4, Some(&adapter));
+    assert!(
+        ((requantized - adapted) / adapted).abs() < 0.05,
+        "{requantized} vs {adapted}"
+    );
+    std::fs::remove_dir_all(&out).unwrap();
+
+    // A dense base cannot be re-quantized.
+    let float = fixtures().join("models/mha_untied");
+    let lora = fixtures().join("../../../peft/tests/fixtures/lora_qv");
+    let bad = xtask(&[
+        "merge",
+        "--model",
+        float.to_str().unwrap(),
+        "--adapter",
+        lora.to_str().unwrap(),
+        "--requantize",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("not a quantized checkpoint") && stderr.trim().lines().count() == 1,
+        "{stderr}"
+    );
+    assert!(!out.exists());
+}

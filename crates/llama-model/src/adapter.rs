@@ -33,6 +33,14 @@ fn lora_slot<'a, B: QuantBackend>(
     }
 }
 
+/// Stops gradients to every parameter the model has so far (embeddings, norms, LM head, dense
+/// bases, adapters loaded before), as PEFT freezes the base model: adapters added afterwards are
+/// the only trainable parameters. Tensors are shared, not copied.
+fn freeze<B: Backend>(model: &mut Llama<B>) {
+    use burn::module::Module;
+    *model = model.clone().no_grad();
+}
+
 /// Loads the PEFT adapter in `dir` onto `model` as the adapter `"default"`. Every tensor of the
 /// file must be used, every targeted module must have its `lora_A` / `lora_B` (and
 /// `lora_magnitude_vector` with DoRA), with the shapes the config and the model imply.
@@ -72,6 +80,7 @@ pub fn load_named_adapter<B: QuantBackend>(
     })?;
     let mut used = std::collections::HashSet::new();
     let device = model.embed_tokens.val().device();
+    freeze(model);
     let mut take = |key: String, shape: Vec<usize>| -> Result<TensorData> {
         let t = st.tensor(&key).map_err(|_| Error::MissingTensor {
             path: path.clone(),
@@ -149,6 +158,7 @@ pub fn apply_lora<B: QuantBackend>(
 ) -> Result<()> {
     let device = model.embed_tokens.val().device();
     B::seed(&device, seed);
+    freeze(model);
     for (name, proj) in model.projections_mut() {
         if !config.targets(&name) {
             continue;
@@ -291,4 +301,53 @@ pub fn merge_adapters<B: QuantBackend>(model: &mut Llama<B>, dequantize_rest: bo
         model.clear_quantization();
     }
     merged
+}
+
+/// PEFT's `merge_and_unload` for a quantized model that should stay quantized: every adapter on
+/// a 4/8-bit base is folded in (dequantized to f32, `W + scale·B·A` added) and the sum quantized
+/// again with the base's codec, blocksize and double quantization, so the model keeps its
+/// `quantization_config` and saves as a bitsandbytes checkpoint. Adapters on dense bases merge
+/// densely. Returns the rounding error of each re-quantized module (PEFT only warns that rounding
+/// may change generations; here it is measured).
+pub fn merge_adapters_requantized<B: QuantBackend>(
+    model: &mut Llama<B>,
+) -> Result<Vec<(String, peft::RoundingError)>> {
+    let mut report = Vec::new();
+    for (name, proj) in model.projections_mut() {
+        let Projection::Lora(l) = &*proj else {
+            continue;
+        };
+        let merged = match &l.base {
+            LoraBase::Quant(_) => {
+                let (q, error) = l
+                    .merged_requantized()
+                    .map_err(|e| Error::InvalidArgument(format!("{name}: {e}")))?;
+                report.push((name, error));
+                Projection::Quant(q)
+            }
+            LoraBase::Dense(_) => Projection::Dense(l.merged()),
+        };
+        *proj = merged;
+    }
+    Ok(report)
+}
+
+/// PEFT's `merge_adapter` / `unmerge_adapter`: with `merged`, every adapted projection runs as
+/// one matmul by its merged weight (fast generation) while the adapters stay loaded; `false`
+/// restores the unmerged layers exactly. Returns how many projections changed state.
+pub fn set_merged<B: QuantBackend>(model: &mut Llama<B>, merged: bool) -> usize {
+    let mut n = 0;
+    for (_, proj) in model.projections_mut() {
+        if let Projection::Lora(l) = proj
+            && l.is_merged() != merged
+        {
+            if merged {
+                l.merge()
+            } else {
+                l.unmerge()
+            }
+            n += 1;
+        }
+    }
+    n
 }

@@ -7,6 +7,8 @@
 //!   can take their place.
 //! - [`load_pretrained`] / [`save_checkpoint`] read and write Hugging Face checkpoints
 //!   (single-file or sharded safetensors, f32/f16/bf16).
+//! - [`gguf`] reads and writes llama.cpp's GGUF files (metadata, quantized tensors, tokenizer)
+//!   and fetches the default model, SmolLM2-135M-Instruct.
 //! - [`generate`] decodes with a [`KvCache`]; [`LlamaTokenizer`] carries the tokenizer and the
 //!   chat template; [`sequence_nll`] scores text.
 
@@ -16,6 +18,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod generate;
+pub mod gguf;
 pub mod model;
 pub mod nn;
 pub mod presets;
@@ -26,8 +29,8 @@ pub mod score;
 pub mod tokenizer;
 
 pub use adapter::{
-    apply_lora, load_adapter, load_named_adapter, merge_adapters, parameter_counts, save_adapter,
-    set_active_adapter,
+    apply_lora, load_adapter, load_named_adapter, merge_adapters, merge_adapters_requantized,
+    parameter_counts, save_adapter, set_active_adapter, set_merged,
 };
 pub use cache::KvCache;
 pub use checkpoint::{RandomSource, SafetensorsSource, SaveDtype, TensorSource, save_checkpoint};

@@ -11,4 +11,4 @@ pub mod config;
 pub mod lora;
 
 pub use config::{ConfigError, InitLoraWeights, LoraConfig, TargetModules};
-pub use lora::{LoraAdapter, LoraBase, LoraLinear, LoraSpec};
+pub use lora::{LoraAdapter, LoraBase, LoraLinear, LoraSpec, RoundingError};

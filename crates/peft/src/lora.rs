@@ -107,6 +107,23 @@ pub struct LoraLinear<B: Backend> {
     /// Index of the active adapter; `None` runs the base alone (adapters disabled).
     #[module(skip)]
     pub active: Option<usize>,
+    /// The active adapter folded into the base ([`LoraLinear::merge`]); while present the layer
+    /// runs this one matmul. The base is left untouched so [`LoraLinear::unmerge`] is exact.
+    pub merged: Option<DenseLinear<B>>,
+}
+
+/// How far re-quantizing a merged weight moved it: `q = quant(W + ΔW)` against `W + ΔW`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RoundingError {
+    /// Largest `|dequant(q) - (W + ΔW)|`.
+    pub max_abs: f64,
+    /// Root mean square of the difference.
+    pub rms: f64,
+    /// Frobenius norm of the difference over that of `W + ΔW`.
+    pub relative: f64,
+    /// Frobenius norm of the adapter's delta `ΔW` over that of `W + ΔW`: an error of this size
+    /// or larger means the rounding erased much of what the adapter learned.
+    pub delta_relative: f64,
 }
 
 impl<B: Backend> LoraLinear<B> {
@@ -117,6 +134,7 @@ impl<B: Backend> LoraLinear<B> {
 
     /// Activates the adapter called `name` (`None`, or a name this layer lacks, disables them).
     pub fn set_active(&mut self, name: Option<&str>) {
+        self.merged = None;
         self.active = name.and_then(|n| self.adapters.iter().position(|a| a.name == n));
     }
 
@@ -137,6 +155,7 @@ impl<B: Backend> LoraLinear<B> {
             spec,
             name: name.to_string(),
         };
+        self.merged = None;
         self.adapters.retain(|a| a.name != name);
         self.adapters.push(adapter);
         self.active = Some(self.adapters.len() - 1);
@@ -185,6 +204,7 @@ impl<B: QuantBackend> LoraLinear<B> {
             base: base.no_grad(),
             adapters: Vec::new(),
             active: None,
+            merged: None,
         }
     }
 
@@ -235,6 +255,9 @@ impl<B: QuantBackend> LoraLinear<B> {
     /// # Shapes
     /// - `x`: `[..., in_features]` -> `[..., out_features]`
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        if let Some(m) = &self.merged {
+            return m.forward(x);
+        }
         let base = self.base.forward(x.clone());
         let Some(ad) = self.active_adapter() else {
             return base;
@@ -305,6 +328,70 @@ impl<B: QuantBackend> LoraLinear<B> {
             merged = merged * (m.val().detach() / norm).unsqueeze_dim::<2>(1);
         }
         DenseLinear::new(merged.transpose(), bias)
+    }
+}
+
+impl<B: QuantBackend> LoraLinear<B> {
+    /// Folds the active adapter into the layer (PEFT's `merge_adapter`): the forward pass becomes
+    /// one matmul by `W + scale·B·A`, for fast generation. The base and the adapter stay as they
+    /// were, so [`LoraLinear::unmerge`] gives back the unmerged layer bit for bit; the price is one
+    /// dense `[out, in]` weight per merged layer. To drop the base instead, take
+    /// [`LoraLinear::merged`].
+    pub fn merge(&mut self) {
+        self.merged = Some(self.merged().no_grad());
+    }
+
+    /// Undoes [`LoraLinear::merge`] exactly.
+    pub fn unmerge(&mut self) {
+        self.merged = None;
+    }
+
+    /// Whether the layer currently runs merged.
+    pub fn is_merged(&self) -> bool {
+        self.merged.is_some()
+    }
+
+    /// Merges the active adapter into a quantized base and quantizes the result again with the
+    /// base's codec and settings, so the layer stays 4/8-bit. Rounding moves the merged weight
+    /// (PEFT warns about it and keeps 4-bit merges dense); the returned [`RoundingError`] says by
+    /// how much. An error for a dense base.
+    pub fn merged_requantized(&self) -> quant::Result<(QuantLinear<B>, RoundingError)> {
+        let LoraBase::Quant(q) = &self.base else {
+            return Err(quant::Error::Shape(
+                "re-quantizing a merge needs a quantized base; this layer's base is dense".into(),
+            ));
+        };
+        let merged = self.merged().weight.val().transpose();
+        let device = merged.device();
+        let values = merged
+            .to_data()
+            .into_vec::<f32>()
+            .map_err(|e| quant::Error::Shape(format!("reading the merged weight: {e:?}")))?;
+        let weight = q.weight.requantize(&values, &device)?;
+        let back = B::dequantize_weight(&weight)
+            .to_data()
+            .into_vec::<f32>()
+            .map_err(|e| quant::Error::Shape(format!("reading the re-quantized weight: {e:?}")))?;
+        let base = B::dequantize_weight(&q.weight)
+            .to_data()
+            .into_vec::<f32>()
+            .map_err(|e| quant::Error::Shape(format!("reading the base weight: {e:?}")))?;
+        let (mut max_abs, mut sq, mut norm, mut delta) = (0f64, 0f64, 0f64, 0f64);
+        for ((&m, &r), &w) in values.iter().zip(&back).zip(&base) {
+            let d = f64::from(r) - f64::from(m);
+            max_abs = max_abs.max(d.abs());
+            sq += d * d;
+            norm += f64::from(m) * f64::from(m);
+            delta += (f64::from(m) - f64::from(w)).powi(2);
+        }
+        let error = RoundingError {
+            max_abs,
+            rms: (sq / values.len().max(1) as f64).sqrt(),
+            relative: (sq / norm).sqrt(),
+            delta_relative: (delta / norm).sqrt(),
+        };
+        let layer = QuantLinear::new(weight, q.bias.clone()).with_compute_dtype(q.compute_dtype);
+        Ok((layer, error))
     }
 }
 

@@ -289,6 +289,41 @@ impl<B: Backend> QuantWeight<B> {
         }
     }
 
+    /// Quantizes the float matrix `values` (`[out_features, in_features]`, row-major) with this
+    /// weight's codec and settings (NF4/FP4 with its blocksize and double quantization, or
+    /// LLM.int8 with its threshold): how a merged adapter goes back into a quantized base.
+    pub fn requantize(&self, values: &[f32], device: &B::Device) -> Result<Self> {
+        let (out, inp) = self.dims();
+        if values.len() != out * inp {
+            return Err(Error::Shape(format!(
+                "re-quantizing a [{out}, {inp}] weight needs {} values, got {}",
+                out * inp,
+                values.len()
+            )));
+        }
+        match self {
+            QuantWeight::Four(w) => {
+                let double = matches!(w.absmax, DeviceAbsmax::Nested(_));
+                let q = crate::blockwise4::quantize_4bit(
+                    values,
+                    w.meta.quant_type,
+                    w.meta.blocksize,
+                    double,
+                )?;
+                Self::from_4bit(&q, out, inp, device)
+            }
+            QuantWeight::Int8(w) => {
+                // As on loading: transformers casts to f16 before LLM.int8 quantization.
+                let halfed: Vec<f32> = values
+                    .iter()
+                    .map(|&v| half::f16::from_f32(v).to_f32())
+                    .collect();
+                let q = crate::int8::int8_vectorwise_quant(&halfed, out, inp, 0.0)?;
+                Self::from_int8(&q, w.threshold, device)
+            }
+        }
+    }
+
     /// Dequantizes with burn tensor ops only (works on every backend; the reference for the
     /// backend-specific paths). Returns f32 `[out_features, in_features]`.
     pub fn dequantize_generic(&self) -> Tensor<B, 2> {
