@@ -41,6 +41,14 @@ pub enum Error {
         /// What is wrong and what was expected.
         message: String,
     },
+    /// A GGUF file is truncated, corrupt or uses a type or layout we do not read.
+    #[error("{path}: {message}")]
+    Gguf {
+        /// The GGUF file.
+        path: PathBuf,
+        /// What is wrong (with the key or byte offset) and what was expected.
+        message: String,
+    },
     /// The checkpoint lacks a tensor the model needs.
     #[error("{path}: missing tensor `{key}` (expected shape {expected:?})")]
     MissingTensor {

@@ -11,13 +11,14 @@ use crate::model::Llama;
 use crate::quantize::QuantizeOptions;
 
 /// Loads `config.json` and the safetensors weights of `dir` onto `device`, converting every
-/// tensor to the compute dtype on the way.
+/// tensor to the compute dtype on the way. `dir` may also be a `.gguf` file (llama.cpp's format:
+/// configuration from its metadata, tensors dequantized to f32).
 pub fn load_pretrained<B: QuantBackend>(
     dir: impl AsRef<Path>,
     device: &B::Device,
 ) -> Result<Llama<B>> {
     let (config, mut src) = open_checkpoint(dir.as_ref())?;
-    Llama::from_source(&config, &mut src as &mut dyn TensorSource, device)
+    Llama::from_source(&config, src.as_mut(), device)
 }
 
 /// [`load_pretrained`], quantizing every float projection that `options` selects while it loads:
@@ -36,16 +37,15 @@ pub fn load_pretrained_quantized<B: QuantBackend>(
                 .into(),
         });
     }
-    Llama::from_source_quantized(
-        &config,
-        &mut src as &mut dyn TensorSource,
-        Some(options),
-        device,
-    )
+    Llama::from_source_quantized(&config, src.as_mut(), Some(options), device)
 }
 
-/// The configuration and the tensor source of a checkpoint directory.
-fn open_checkpoint(dir: &Path) -> Result<(LlamaConfig, SafetensorsSource)> {
+/// The configuration and the tensor source of a checkpoint directory or a `.gguf` file.
+fn open_checkpoint(dir: &Path) -> Result<(LlamaConfig, Box<dyn TensorSource>)> {
+    if crate::gguf::is_gguf_path(dir) {
+        let (config, src) = crate::gguf::GgufSource::open(dir)?;
+        return Ok((config, Box::new(src)));
+    }
     if !dir.is_dir() {
         return Err(Error::io(
             dir,
@@ -57,7 +57,7 @@ fn open_checkpoint(dir: &Path) -> Result<(LlamaConfig, SafetensorsSource)> {
     if config.tie_word_embeddings {
         src.allow_unused("lm_head.weight");
     }
-    Ok((config, src))
+    Ok((config, Box::new(src)))
 }
 
 /// The hub caches to search, in transformers' order: `$HF_HUB_CACHE`, `$HF_HOME/hub`,
@@ -76,7 +76,7 @@ fn hub_caches() -> Vec<PathBuf> {
     out
 }
 
-/// Resolves what a user passed as `--model`: an existing directory as is, otherwise a hub id
+/// Resolves what a user passed as `--model`: an existing directory or `.gguf` file as is, otherwise a hub id
 /// (`org/name`, optionally `org/name@revision`) looked up in the local Hugging Face cache
 /// (`models--org--name/snapshots/<commit>` via `refs/<revision>`, default `main`). Nothing is
 /// downloaded.
@@ -87,7 +87,7 @@ pub fn resolve_model_dir(spec: &str) -> Result<PathBuf> {
 /// [`resolve_model_dir`] against explicit cache directories.
 pub fn resolve_in(spec: &str, caches: &[PathBuf]) -> Result<PathBuf> {
     let path = PathBuf::from(spec);
-    if path.is_dir() {
+    if path.is_dir() || (crate::gguf::is_gguf_path(&path) && path.is_file()) {
         return Ok(path);
     }
     let (id, revision) = spec.split_once('@').unwrap_or((spec, "main"));

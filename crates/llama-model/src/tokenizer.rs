@@ -170,8 +170,12 @@ fn template_source(v: &Value) -> Option<String> {
 impl LlamaTokenizer {
     /// Reads `tokenizer.json`, and `tokenizer_config.json` / `chat_template.jinja` when present,
     /// from a checkpoint directory.
+    /// A `.gguf` file is read with [`crate::gguf::tokenizer_from_gguf`] instead.
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref();
+        if crate::gguf::is_gguf_path(dir) {
+            return crate::gguf::tokenizer_from_gguf(&crate::gguf::GgufFile::open(dir)?);
+        }
         let path = dir.join("tokenizer.json");
         if !path.is_file() {
             return Err(Error::io(
@@ -222,6 +226,21 @@ impl LlamaTokenizer {
             eos_token,
             chat_template,
         })
+    }
+
+    /// A tokenizer with its BOS/EOS token strings and chat template.
+    pub fn from_parts(
+        inner: tokenizers::Tokenizer,
+        bos_token: Option<String>,
+        eos_token: Option<String>,
+        chat_template: Option<ChatTemplate>,
+    ) -> Self {
+        Self {
+            inner,
+            bos_token,
+            eos_token,
+            chat_template,
+        }
     }
 
     /// Wraps a tokenizer without a config (no chat template).

@@ -1,0 +1,20 @@
+//! llama.cpp's GGUF format: read (versions 2 and 3, memory-mapped and validated), dequantize
+//! (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K, as llama.cpp does), map
+//! tensor names to Hugging Face's, undo llama.cpp's Q/K row order, rebuild the tokenizer and
+//! chat template from the metadata, and write GGUF files back.
+//!
+//! - [`GgufFile`]: the container (metadata of every value type, tensor directory).
+//! - [`GgufSource`]: a [`crate::TensorSource`] so [`crate::load_pretrained`] takes a `.gguf`.
+//! - [`tokenizer_from_gguf`] / [`tokenizer_files`]: the tokenizer as `tokenizers` runs it.
+
+mod dequant;
+mod names;
+mod reader;
+mod source;
+mod tokenizer;
+
+pub use dequant::{GgmlType, dequantize};
+pub use names::{gguf_to_hf, hf_to_gguf, permute_rows, unpermute_rows};
+pub use reader::{GgufFile, MetaValue, TensorInfo};
+pub use source::{GgufSource, config_from_gguf, is_gguf_path};
+pub use tokenizer::{GgufTokenizerFiles, tokenizer_files, tokenizer_from_gguf};
