@@ -51,6 +51,9 @@ pub struct ModelInput<B: Backend> {
     /// transformers' `generate` does (count of real tokens before, so left padding is
     /// transparent), or run from the cache length without a mask.
     pub position_ids: Option<Tensor<B, 2, Int>>,
+    /// Segment (example) ids of packed rows, `[batch, past + seq]`: a query attends only to keys
+    /// of its own segment (block-diagonal causal attention), combined with the padding mask.
+    pub segment_ids: Option<Tensor<B, 2, Int>>,
 }
 
 impl<B: Backend> ModelInput<B> {
@@ -60,6 +63,7 @@ impl<B: Backend> ModelInput<B> {
             input_ids,
             attention_mask: None,
             position_ids: None,
+            segment_ids: None,
         }
     }
 
@@ -72,6 +76,13 @@ impl<B: Backend> ModelInput<B> {
     /// Sets explicit rotary positions.
     pub fn with_positions(mut self, position_ids: Tensor<B, 2, Int>) -> Self {
         self.position_ids = Some(position_ids);
+        self
+    }
+
+    /// Sets segment ids for packed rows (several examples per row, no attention across them);
+    /// pair with position ids that restart at 0 for each example.
+    pub fn with_segments(mut self, segment_ids: Tensor<B, 2, Int>) -> Self {
+        self.segment_ids = Some(segment_ids);
         self
     }
 }
@@ -273,7 +284,14 @@ impl<B: QuantBackend> Llama<B> {
                 .reshape([1, s])
                 .expand([b, s]),
         };
-        let bias = attention_bias::<B>(input.attention_mask, b, s, past, &device);
+        let mut bias = attention_bias::<B>(input.attention_mask, b, s, past, &device);
+        if let Some(seg) = input.segment_ids {
+            let seg = segment_bias::<B>(seg, s, past, &device);
+            bias = Some(match bias {
+                Some(b) => b + seg,
+                None => seg,
+            });
+        }
         let (cos, sin) = self.rope.cos_sin(position_ids);
         let mut x = embedding(self.embed_tokens.val(), input.input_ids);
         for (l, layer) in self.layers.iter().enumerate() {
@@ -371,6 +389,26 @@ impl<B: QuantBackend> Llama<B> {
         }
         out
     }
+}
+
+/// Additive mask `[batch, 1, seq, past + seq]` that hides keys of other segments from each query.
+fn segment_bias<B: Backend>(
+    segment_ids: Tensor<B, 2, Int>,
+    s: usize,
+    past: usize,
+    device: &B::Device,
+) -> Tensor<B, 4> {
+    let [b, total] = segment_ids.dims();
+    let queries = segment_ids
+        .clone()
+        .slice([0..b, past..total])
+        .reshape([b, s, 1])
+        .expand([b, s, total]);
+    let keys = segment_ids.reshape([b, 1, total]).expand([b, s, total]);
+    let other = queries.not_equal(keys);
+    Tensor::<B, 3>::zeros([b, s, total], device)
+        .mask_fill(other, MASKED)
+        .reshape([b, 1, s, total])
 }
 
 /// Additive attention mask `[batch, 1, seq, past + seq]`: causal over cache positions, plus the
