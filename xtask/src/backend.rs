@@ -69,6 +69,11 @@ pub fn load_model<B: QuantBackend>(
     let mut model = llama_model::load_pretrained::<B>(dir, device)?;
     if let Some(adapter) = adapter {
         llama_model::load_adapter(&mut model, adapter)?;
+        eprintln!(
+            "adapter {}: {}",
+            adapter.display(),
+            llama_model::trainable_summary(&model)
+        );
     }
     Ok(model)
 }

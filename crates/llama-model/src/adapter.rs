@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use burn::prelude::*;
-use peft::{LoraBase, LoraConfig, LoraLinear};
+use peft::{InitLoraWeights, LoraBase, LoraConfig, LoraLinear};
 use quant::{DenseLinear, QuantBackend};
 use safetensors::{Dtype, SafeTensors};
 
@@ -159,6 +159,16 @@ pub fn apply_lora<B: QuantBackend>(
     let device = model.embed_tokens.val().device();
     B::seed(&device, seed);
     freeze(model);
+    if matches!(config.init_lora_weights, InitLoraWeights::Pissa { .. })
+        && let Some((name, _)) = model
+            .projections()
+            .into_iter()
+            .find(|(n, p)| config.targets(n) && !matches!(p, Projection::Dense(_)))
+    {
+        return Err(Error::InvalidArgument(format!(
+            "init_lora_weights \"pissa\": {name} is not a float layer; PiSSA decomposes float weights (initialise on the float model, then quantize the residual, as PEFT requires)"
+        )));
+    }
     for (name, proj) in model.projections_mut() {
         if !config.targets(&name) {
             continue;
@@ -169,7 +179,9 @@ pub fn apply_lora<B: QuantBackend>(
             )));
         }
         let spec = config.spec_for(&name);
-        lora_slot(proj, &device).add_adapter("default", spec, config.init_lora_weights, &device);
+        lora_slot(proj, &device)
+            .add_adapter("default", spec, config.init_lora_weights, &device)
+            .map_err(|e| Error::InvalidArgument(format!("{name}: {e}")))?;
     }
     Ok(())
 }
@@ -199,6 +211,29 @@ pub fn parameter_counts<B: QuantBackend>(model: &Llama<B>) -> (usize, usize) {
     (trainable, model.num_params() + quantized)
 }
 
+/// PEFT's `print_trainable_parameters` line:
+/// `trainable params: 8,192 || all params: 140,288 || trainable%: 5.8394`.
+pub fn trainable_summary<B: QuantBackend>(model: &Llama<B>) -> String {
+    fn grouped(n: usize) -> String {
+        let digits = n.to_string();
+        let mut out = String::new();
+        for (i, c) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i) % 3 == 0 {
+                out.push(',');
+            }
+            out.push(c);
+        }
+        out
+    }
+    let (trainable, total) = parameter_counts(model);
+    format!(
+        "trainable params: {} || all params: {} || trainable%: {:.4}",
+        grouped(trainable),
+        grouped(total),
+        100.0 * trainable as f64 / total.max(1) as f64
+    )
+}
+
 /// Writes the model's adapters in PEFT's format: `adapter_config.json` (from `config`, with
 /// `base_model_name_or_path` when given) and `adapter_model.safetensors` with PEFT's key names
 /// and layouts (`lora_A.weight` `[r, in]`, `lora_B.weight` `[out, r]`, `lora_magnitude_vector`
@@ -218,14 +253,25 @@ pub fn save_adapter<B: QuantBackend>(
             .unwrap_or_default()
     };
     let mut names = Vec::new();
+    let (mut pissa, mut plain) = (0, 0);
     for (name, p) in model.projections() {
         let Projection::Lora(l) = p else { continue };
         let Some(ad) = l.active_adapter() else {
             continue;
         };
         let prefix = format!("base_model.model.{name}");
-        let a = ad.a.val().transpose();
-        let b = ad.b.val().transpose();
+        let mut a = ad.a.val().transpose();
+        let mut b = ad.b.val().transpose();
+        // PiSSA: the base holds W - s·B₀A₀. Saved as PEFT's conversion does it
+        // (`path_initial_model_for_weight_conversion`): rank 2r with A' = [A; A₀], B' = [B, -B₀],
+        // so W + s·B'A' = (W - s·B₀A₀) + s·BA applies to the original model.
+        if let Some(init) = &ad.pissa_initial {
+            a = Tensor::cat(vec![a, init.a.clone().transpose()], 0);
+            b = Tensor::cat(vec![b, init.b.clone().transpose().neg()], 1);
+            pissa += 1;
+        } else {
+            plain += 1;
+        }
         tensors.push((
             format!("{prefix}.lora_A.weight"),
             a.dims().to_vec(),
@@ -264,7 +310,16 @@ pub fn save_adapter<B: QuantBackend>(
         message: e.to_string(),
     })?;
     std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
-    let cfg = config.to_peft_json(&names);
+    if pissa > 0 && plain > 0 {
+        return Err(Error::InvalidArgument(
+            "some adapters were PiSSA-initialised and some not; save them separately".into(),
+        ));
+    }
+    let cfg = if pissa > 0 {
+        pissa_converted(config).to_peft_json(&names)
+    } else {
+        config.to_peft_json(&names)
+    };
     let path = dir.join("adapter_config.json");
     let tmp = dir.join("adapter_config.json.tmp");
     let text = serde_json::to_string_pretty(&cfg).map_err(|source| Error::Json {
@@ -273,6 +328,23 @@ pub fn save_adapter<B: QuantBackend>(
     })?;
     std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
     std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
+}
+
+/// The configuration of a PiSSA adapter saved for the original model: rank doubled, alpha scaled
+/// so `alpha / r` (or `alpha / sqrt(r)` with rsLoRA) is unchanged, plain initialisation.
+fn pissa_converted(config: &LoraConfig) -> LoraConfig {
+    let factor = if config.use_rslora {
+        std::f64::consts::SQRT_2
+    } else {
+        2.0
+    };
+    let mut c = config.clone();
+    c.r *= 2;
+    c.lora_alpha *= factor;
+    c.rank_pattern.values_mut().for_each(|r| *r *= 2);
+    c.alpha_pattern.values_mut().for_each(|a| *a *= factor);
+    c.init_lora_weights = InitLoraWeights::Default;
+    c
 }
 
 /// PEFT's `merge_and_unload`: every adapter is folded into its base (`W + scale·B·A`, DoRA

@@ -30,7 +30,7 @@ pub mod tokenizer;
 
 pub use adapter::{
     apply_lora, load_adapter, load_named_adapter, merge_adapters, merge_adapters_requantized,
-    parameter_counts, save_adapter, set_active_adapter, set_merged,
+    parameter_counts, save_adapter, set_active_adapter, set_merged, trainable_summary,
 };
 pub use cache::KvCache;
 pub use checkpoint::{RandomSource, SafetensorsSource, SaveDtype, TensorSource, save_checkpoint};

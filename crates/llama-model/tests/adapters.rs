@@ -192,6 +192,22 @@ fn fresh_adapters_start_at_the_base_and_count_like_peft() {
     // 2 layers x (q, v) x (A 4x64 + B 64x4).
     assert_eq!(trainable, 2 * 2 * (4 * 64 + 64 * 4));
     assert_eq!(total, total_before + trainable);
+    // PEFT's print_trainable_parameters line for the same model.
+    let pct = 100.0 * trainable as f64 / total as f64;
+    assert_eq!(
+        llama_model::trainable_summary(&model),
+        format!(
+            "trainable params: 2,048 || all params: {} || trainable%: {pct:.4}",
+            total
+                .to_string()
+                .as_bytes()
+                .rchunks(3)
+                .rev()
+                .map(|c| std::str::from_utf8(c).unwrap())
+                .collect::<Vec<_>>()
+                .join(",")
+        )
+    );
 }
 
 #[test]
@@ -250,4 +266,23 @@ fn several_adapters_switch_and_disable() {
     );
     llama_model::set_active_adapter(&mut model, Some("dora"));
     check(&model, &exp_b, "back to dora");
+}
+
+#[test]
+fn parameter_counts_match_peft_print_trainable_parameters() {
+    type B = burn_flex::Flex;
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture("fixtures.json")).unwrap()).unwrap();
+    for (name, case) in summary["cases"].as_object().unwrap() {
+        let adapter = fixture(name);
+        let mut model = load_pretrained::<B>(base_of(&adapter), &Default::default()).unwrap();
+        load_adapter(&mut model, &adapter).unwrap();
+        let (trainable, total) = llama_model::parameter_counts(&model);
+        let want = &case["trainable_parameters"];
+        assert_eq!(
+            (trainable as u64, total as u64),
+            (want[0].as_u64().unwrap(), want[1].as_u64().unwrap()),
+            "{name}"
+        );
+    }
 }

@@ -38,6 +38,13 @@ pub enum InitLoraWeights {
     Gaussian,
     /// `false`: random A and B (tests only in PEFT).
     Random,
+    /// `"pissa"` (exact SVD) or `"pissa_niter_N"` (randomized SVD with `N` subspace iterations):
+    /// A and B from the top-`r` singular triplets of the base weight, which keeps the residual.
+    /// Float bases only, as in PEFT.
+    Pissa {
+        /// `None` for the exact decomposition.
+        niter: Option<usize>,
+    },
 }
 
 /// PEFT's `LoraConfig`, the parts that matter.
@@ -187,9 +194,18 @@ impl LoraConfig {
                         Value::Bool(true) => InitLoraWeights::Default,
                         Value::Bool(false) => InitLoraWeights::Random,
                         Value::String(s) if s == "gaussian" => InitLoraWeights::Gaussian,
+                        Value::String(s) if s == "pissa" => InitLoraWeights::Pissa { niter: None },
+                        Value::String(s)
+                            if s.strip_prefix("pissa_niter_")
+                                .is_some_and(|n| n.parse::<usize>().is_ok()) =>
+                        {
+                            InitLoraWeights::Pissa {
+                                niter: s["pissa_niter_".len()..].parse().ok(),
+                            }
+                        }
                         _ => {
                             return Err(bad(
-                                "true, false or \"gaussian\" (other initialisations are not supported)",
+                                "true, false, \"gaussian\", \"pissa\" or \"pissa_niter_N\" (other initialisations are not supported)",
                             ));
                         }
                     }
@@ -270,6 +286,8 @@ impl LoraConfig {
             InitLoraWeights::Default => Value::Bool(true),
             InitLoraWeights::Random => Value::Bool(false),
             InitLoraWeights::Gaussian => Value::String("gaussian".into()),
+            InitLoraWeights::Pissa { niter: None } => Value::String("pissa".into()),
+            InitLoraWeights::Pissa { niter: Some(n) } => Value::String(format!("pissa_niter_{n}")),
         };
         serde_json::json!({
             "alpha_pattern": self.alpha_pattern,

@@ -9,6 +9,9 @@
 
 pub mod config;
 pub mod lora;
+pub mod svd;
 
 pub use config::{ConfigError, InitLoraWeights, LoraConfig, TargetModules};
-pub use lora::{LoraAdapter, LoraBase, LoraLinear, LoraSpec, RoundingError};
+pub use lora::{
+    LoraAdapter, LoraBase, LoraError, LoraLinear, LoraSpec, PissaInitial, RoundingError,
+};

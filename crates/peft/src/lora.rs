@@ -95,6 +95,31 @@ pub struct LoraAdapter<B: Backend> {
     /// Adapter name (PEFT's `adapter_name`; `"default"` unless several are loaded).
     #[module(skip)]
     pub name: String,
+    /// The initial `A`, `B` of a PiSSA adapter, whose base now holds the residual `W - s·B₀A₀`:
+    /// kept so the saved adapter can be converted to one that applies to the original weights.
+    pub pissa_initial: Option<PissaInitial<B>>,
+}
+
+/// `A₀` `[in, r]` and `B₀` `[r, out]` as PiSSA initialised them (constants, not parameters).
+#[derive(Module, Debug)]
+pub struct PissaInitial<B: Backend> {
+    /// `A₀`, `[in_features, r]`.
+    pub a: Tensor<B, 2>,
+    /// `B₀`, `[r, out_features]`.
+    pub b: Tensor<B, 2>,
+}
+
+/// Why an adapter could not be initialised.
+#[derive(Debug, thiserror::Error)]
+pub enum LoraError {
+    /// PiSSA decomposes the base weight and replaces it by the residual: a float base only.
+    #[error(
+        "PiSSA initialisation needs a float base weight; this one is quantized (initialise on the float model, then quantize the residual, as PEFT requires)"
+    )]
+    PissaNeedsFloatBase,
+    /// Reading a weight back from the device failed.
+    #[error("reading a weight from the device: {0}")]
+    Device(String),
 }
 
 /// A base layer with an adapter: `y = base(x) + scale · B(A(dropout(x)))`.
@@ -154,6 +179,7 @@ impl<B: Backend> LoraLinear<B> {
             magnitude: magnitude.map(Param::from_tensor),
             spec,
             name: name.to_string(),
+            pissa_initial: None,
         };
         self.merged = None;
         self.adapters.retain(|a| a.name != name);
@@ -167,7 +193,10 @@ impl<B: QuantBackend> LoraLinear<B> {
     /// `A` kaiming-uniform with a = sqrt(5) (bound `1/sqrt(in)`), `B` zero, so the layer starts
     /// equal to its base. DoRA's magnitude starts at the row norms of the base weight.
     pub fn new(base: LoraBase<B>, spec: LoraSpec, device: &B::Device) -> Self {
-        Self::with_init(base, spec, crate::InitLoraWeights::Default, device)
+        let mut layer = Self::wrap(base);
+        // The default initialisation cannot fail.
+        let _ = layer.add_adapter("default", spec, crate::InitLoraWeights::Default, device);
+        layer
     }
 
     /// [`LoraLinear::new`] with PEFT's other initialisations: `"gaussian"` draws `A` from
@@ -178,10 +207,10 @@ impl<B: QuantBackend> LoraLinear<B> {
         spec: LoraSpec,
         init: crate::InitLoraWeights,
         device: &B::Device,
-    ) -> Self {
+    ) -> Result<Self, LoraError> {
         let mut layer = Self::wrap(base);
-        layer.add_adapter("default", spec, init, device);
-        layer
+        layer.add_adapter("default", spec, init, device)?;
+        Ok(layer)
     }
 
     /// Wraps `base` with given adapter tensors in PEFT's layout: `lora_a` `[r, in]`, `lora_b`
@@ -208,16 +237,20 @@ impl<B: QuantBackend> LoraLinear<B> {
         }
     }
 
-    /// Adds a freshly initialised adapter called `name` and makes it active.
+    /// Adds a freshly initialised adapter called `name` and makes it active. PiSSA replaces a
+    /// dense base weight by its residual (and fails on a quantized base).
     pub fn add_adapter(
         &mut self,
         name: &str,
         spec: LoraSpec,
         init: crate::InitLoraWeights,
         device: &B::Device,
-    ) {
+    ) -> Result<(), LoraError> {
         let (out, inp) = self.base.dims();
         let bound = 1.0 / (inp as f64).sqrt();
+        if let crate::InitLoraWeights::Pissa { niter } = init {
+            return self.add_pissa_adapter(name, spec, niter, device);
+        }
         let a = match init {
             crate::InitLoraWeights::Gaussian => Tensor::<B, 2>::random(
                 [inp, spec.r],
@@ -243,6 +276,67 @@ impl<B: QuantBackend> LoraLinear<B> {
             .use_dora
             .then(|| row_norms(self.base.dense_weight()).detach());
         self.add_peft_adapter(name, spec, a.transpose(), b.transpose(), magnitude);
+        Ok(())
+    }
+
+    /// PEFT's PiSSA: with `W = U S Vᵀ`, `A = sqrt(S_r / s) V_rᵀ`, `B = U_r sqrt(S_r / s)` and the
+    /// base becomes `W - s·B·A`, so the layer's output is unchanged and training starts along the
+    /// principal directions. `niter`: randomized SVD (`pissa_niter_N`) instead of the exact one.
+    fn add_pissa_adapter(
+        &mut self,
+        name: &str,
+        spec: LoraSpec,
+        niter: Option<usize>,
+        device: &B::Device,
+    ) -> Result<(), LoraError> {
+        let LoraBase::Dense(base) = &mut self.base else {
+            return Err(LoraError::PissaNeedsFloatBase);
+        };
+        let (out, inp) = base.dims();
+        let w = base.weight.val().transpose();
+        let values = w
+            .to_data()
+            .convert::<f32>()
+            .into_vec::<f32>()
+            .map_err(|e| LoraError::Device(format!("{e:?}")))?;
+        let svd = match niter {
+            None => crate::svd::svd_truncated(&values, out, inp, spec.r),
+            Some(n) => crate::svd::svd_lowrank(&values, out, inp, spec.r, n, 0),
+        };
+        let r = svd.r;
+        let scale = spec.scale();
+        let root: Vec<f64> = svd.s.iter().map(|s| (s / scale).sqrt()).collect();
+        // PEFT's layouts: lora_A [r, in] = diag(root) Vᵀ, lora_B [out, r] = U diag(root).
+        let mut a = vec![0f32; r * inp];
+        for k in 0..r {
+            for j in 0..inp {
+                a[k * inp + j] = (root[k] * svd.v[j * r + k]) as f32;
+            }
+        }
+        let mut b = vec![0f32; out * r];
+        for i in 0..out {
+            for k in 0..r {
+                b[i * r + k] = (svd.u[i * r + k] * root[k]) as f32;
+            }
+        }
+        let a = Tensor::<B, 2>::from_data(TensorData::new(a, [r, inp]), device);
+        let b = Tensor::<B, 2>::from_data(TensorData::new(b, [out, r]), device);
+        let residual = w - b.clone().matmul(a.clone()).mul_scalar(scale);
+        base.weight = Param::from_tensor(residual.transpose()).set_require_grad(false);
+        let spec = LoraSpec { r, ..spec };
+        // DoRA's magnitude: the norms of the full weight, residual plus adapter (PEFT's dora_init).
+        let magnitude = spec.use_dora.then(|| {
+            let full = self.base.dense_weight() + b.clone().matmul(a.clone()).mul_scalar(scale);
+            row_norms(full).detach()
+        });
+        self.add_peft_adapter(name, spec, a.clone(), b.clone(), magnitude);
+        if let Some(ad) = self.adapters.last_mut() {
+            ad.pissa_initial = Some(PissaInitial {
+                a: a.transpose(),
+                b: b.transpose(),
+            });
+        }
+        Ok(())
     }
 
     /// `(out_features, in_features)`.

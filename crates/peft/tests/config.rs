@@ -50,7 +50,11 @@ fn unsupported_and_unknown_options_are_errors() {
         (json!({"layers_to_transform": [0]}), "`layers_to_transform`"),
         (json!({"modules_to_save": ["lm_head"]}), "`modules_to_save`"),
         (json!({"peft_type": "IA3"}), "`peft_type`"),
-        (json!({"init_lora_weights": "pissa"}), "`init_lora_weights`"),
+        (json!({"init_lora_weights": "olora"}), "`init_lora_weights`"),
+        (
+            json!({"init_lora_weights": "pissa_niter_x"}),
+            "`init_lora_weights`",
+        ),
         (json!({"r": 0}), "`r`: expected a positive integer"),
         (json!({"lora_dropout": 1.5}), "`lora_dropout`"),
         (json!({"use_magic": true}), "unknown option `use_magic`"),

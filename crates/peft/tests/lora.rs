@@ -142,7 +142,8 @@ fn gaussian_and_random_initialisations() {
         spec(16, 16.0, false, false),
         peft::InitLoraWeights::Gaussian,
         &device,
-    );
+    )
+    .unwrap();
     assert_eq!(
         g.forward(x.clone()).into_data(),
         want,
@@ -163,7 +164,8 @@ fn gaussian_and_random_initialisations() {
         spec(16, 16.0, false, false),
         peft::InitLoraWeights::Random,
         &device,
-    );
+    )
+    .unwrap();
     assert_ne!(
         r.forward(x).into_data(),
         want,
