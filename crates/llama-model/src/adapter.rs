@@ -41,6 +41,32 @@ fn freeze<B: Backend>(model: &mut Llama<B>) {
     *model = model.clone().no_grad();
 }
 
+/// PEFT's check that the configuration adapts something: an error naming the targets and the
+/// module names the model has when none matches (an adapter for another architecture, a typo).
+fn check_targets<B: Backend>(
+    model: &Llama<B>,
+    config: &LoraConfig,
+) -> std::result::Result<(), String> {
+    let names: Vec<String> = model.projections().into_iter().map(|(n, _)| n).collect();
+    if names.iter().any(|n| config.targets(n)) {
+        return Ok(());
+    }
+    let mut kinds: Vec<&str> = names
+        .iter()
+        .map(|n| n.rsplit('.').next().unwrap_or(n))
+        .collect();
+    kinds.sort();
+    kinds.dedup();
+    let targets = match &config.target_modules {
+        peft::TargetModules::Names(n) => format!("{n:?}"),
+        peft::TargetModules::AllLinear => "\"all-linear\"".into(),
+    };
+    Err(format!(
+        "`target_modules` {targets} match no module of this Llama model; its linear layers are {}",
+        kinds.join(", ")
+    ))
+}
+
 /// Loads the PEFT adapter in `dir` onto `model` as the adapter `"default"`. Every tensor of the
 /// file must be used, every targeted module must have its `lora_A` / `lora_B` (and
 /// `lora_magnitude_vector` with DoRA), with the shapes the config and the model imply.
@@ -71,6 +97,10 @@ pub fn load_named_adapter<B: QuantBackend>(
     let config = LoraConfig::from_file(dir).map_err(|e| Error::Config {
         path: e.path,
         message: e.message,
+    })?;
+    check_targets(model, &config).map_err(|message| Error::Config {
+        path: dir.join("adapter_config.json"),
+        message,
     })?;
     let path = dir.join("adapter_model.safetensors");
     let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
@@ -158,6 +188,7 @@ pub fn apply_lora<B: QuantBackend>(
 ) -> Result<()> {
     let device = model.embed_tokens.val().device();
     B::seed(&device, seed);
+    check_targets(model, config).map_err(Error::InvalidArgument)?;
     freeze(model);
     if matches!(config.init_lora_weights, InitLoraWeights::Pissa { .. })
         && let Some((name, _)) = model
