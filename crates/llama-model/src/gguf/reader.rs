@@ -209,7 +209,7 @@ impl<'a> Cursor<'a> {
         let left = (self.bytes.len() - self.pos) as u64;
         if n.saturating_mul(min_size as u64) > left {
             return Err(self.err(format!(
-                "{what} at offset {at} is {n}, more than the {left} bytes left in the file can hold"
+                "{what} at offset {at} is {n}, more than the {left} bytes left in the file can hold (truncated or corrupt file)"
             )));
         }
         Ok(n as usize)
