@@ -1,0 +1,46 @@
+//! The trainer's errors: each names the file or setting at fault and what was expected.
+
+use std::path::{Path, PathBuf};
+
+/// What went wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading or writing a file.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A checkpoint file that does not match the run (missing state, wrong shape, corrupt).
+    #[error("{path}: {message}")]
+    Checkpoint {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong and what was expected.
+        message: String,
+    },
+    /// A setting out of range.
+    #[error("{0}")]
+    Config(String),
+    /// The loss or a gradient is NaN or infinite.
+    #[error("{0}")]
+    NonFinite(String),
+    /// From the model crate.
+    #[error(transparent)]
+    Model(#[from] llama_model::Error),
+}
+
+impl Error {
+    /// An I/O error on `path`.
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// Result with the trainer's [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;

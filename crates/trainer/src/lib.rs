@@ -1,0 +1,25 @@
+//! `trainer`: fine-tuning Llama models on burn — full, LoRA and QLoRA — with one loop generic
+//! over `B: AutodiffBackend` (burn-flex / burn-ndarray on CPU, burn-cuda on GPU).
+//!
+//! - [`AdamW`]: PyTorch's AdamW, state by parameter name (saved and resumed bit for bit).
+//! - [`Schedule`]: constant / linear / cosine with linear warmup (transformers' lambdas).
+//! - [`NamedGrads`]: gradients accumulated over micro-batches and clipped by their global norm
+//!   (`torch.nn.utils.clip_grad_norm_`).
+//! - [`causal_lm_loss`]: transformers' loss (labels -100 ignored, divided by the tokens of the
+//!   whole accumulated batch).
+
+pub mod checkpoint;
+pub mod error;
+pub mod grads;
+pub mod loss;
+pub mod optim;
+pub mod schedule;
+pub mod step;
+
+pub use checkpoint::write_atomic;
+pub use error::{Error, Result};
+pub use grads::NamedGrads;
+pub use loss::{IGNORE_INDEX, causal_lm_loss, count_targets};
+pub use optim::{AdamW, AdamWConfig};
+pub use schedule::{Schedule, ScheduleKind};
+pub use step::{StepStats, train_step};
