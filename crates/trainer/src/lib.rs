@@ -9,17 +9,24 @@
 //!   whole accumulated batch).
 
 pub mod checkpoint;
+pub mod config;
 pub mod error;
 pub mod grads;
 pub mod loss;
 pub mod optim;
+pub mod report;
+pub mod run;
 pub mod schedule;
+pub mod setup;
 pub mod step;
 
 pub use checkpoint::write_atomic;
+pub use config::{LoraSection, Method, OnNonFinite, QuantSection, TrainConfig};
 pub use error::{Error, Result};
 pub use grads::NamedGrads;
 pub use loss::{IGNORE_INDEX, causal_lm_loss, count_targets};
 pub use optim::{AdamW, AdamWConfig};
+pub use report::{Metric, Summary, TrainerState};
+pub use run::{Observer, Quiet, RunPaths, evaluate, run, sample};
 pub use schedule::{Schedule, ScheduleKind};
 pub use step::{StepStats, train_step};

@@ -1,0 +1,181 @@
+//! What a run writes: per-step metrics (JSONL), checkpoints (adapter or weights, optimizer state,
+//! trainer state — each written to a temporary directory and renamed, the last K kept), the
+//! summary, and the process's peak memory.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// One line of `metrics.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metric {
+    /// Optimizer step (1-based: the update just made).
+    pub step: u64,
+    /// Training loss of the step, or the validation loss for `kind = "eval"`.
+    pub loss: f64,
+    /// `train` or `eval`.
+    pub kind: String,
+    /// Learning rate of the update (train).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lr: Option<f64>,
+    /// Gradient norm before clipping (train).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grad_norm: Option<f64>,
+    /// Real tokens in the step (train).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<usize>,
+    /// Seconds since the start of the run.
+    pub elapsed_s: f64,
+}
+
+/// Appends a line to `metrics.jsonl`.
+pub fn append_metric(path: &Path, m: &Metric) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    let line = serde_json::to_string(m).unwrap_or_default();
+    writeln!(f, "{line}").map_err(|e| Error::io(path, e))
+}
+
+/// Reads `metrics.jsonl`, keeping the lines up to `step` (a resumed run rewrites the rest).
+pub fn read_metrics(path: &Path, up_to: Option<u64>) -> Result<Vec<Metric>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let m: Metric = serde_json::from_str(line).map_err(|e| Error::Checkpoint {
+            path: path.to_path_buf(),
+            message: format!("line {}: {e}", i + 1),
+        })?;
+        if up_to.is_none_or(|s| m.step <= s) {
+            out.push(m);
+        }
+    }
+    Ok(out)
+}
+
+/// What a checkpoint records besides weights and optimizer state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainerState {
+    /// Optimizer steps done.
+    pub step: u64,
+    /// Where the data iterator stands.
+    pub position: data::Position,
+    /// Real tokens trained on so far.
+    pub tokens: usize,
+    /// Steps skipped for a non-finite loss or gradient.
+    pub skipped_steps: u64,
+    /// Validation loss before training.
+    pub eval_loss_before: Option<f64>,
+    /// Seconds of training so far (for tokens/s over resumed runs).
+    pub train_seconds: f64,
+}
+
+/// `checkpoint-{step}` directories of a run, oldest first.
+pub fn checkpoints(run_dir: &Path) -> Vec<(u64, PathBuf)> {
+    let mut out: Vec<(u64, PathBuf)> = std::fs::read_dir(run_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let step = name.strip_prefix("checkpoint-")?.parse().ok()?;
+            e.path()
+                .join("trainer_state.json")
+                .is_file()
+                .then(|| (step, e.path()))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Writes a checkpoint through `fill(tmp_dir)`, then renames the directory into place and
+/// removes the oldest beyond `keep`.
+pub fn save_checkpoint(
+    run_dir: &Path,
+    step: u64,
+    keep: usize,
+    fill: impl FnOnce(&Path) -> Result<()>,
+) -> Result<PathBuf> {
+    let dir = run_dir.join(format!("checkpoint-{step}"));
+    let tmp = run_dir.join(format!(".checkpoint-{step}.tmp"));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    fill(&tmp)?;
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    }
+    std::fs::rename(&tmp, &dir).map_err(|e| Error::io(&dir, e))?;
+    let all = checkpoints(run_dir);
+    if all.len() > keep.max(1) {
+        for (_, old) in &all[..all.len() - keep.max(1)] {
+            std::fs::remove_dir_all(old).map_err(|e| Error::io(old, e))?;
+        }
+    }
+    Ok(dir)
+}
+
+/// Writes `value` as pretty JSON, atomically.
+pub fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).unwrap_or_default();
+    crate::checkpoint::write_atomic(path, |tmp| std::fs::write(tmp, text))
+}
+
+/// Reads JSON written by [`write_json`].
+pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::Checkpoint {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// Peak resident set size of this process (`VmHWM`), in bytes; 0 where unknown.
+pub fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// The end-of-run record, also `summary.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Optimizer steps done.
+    pub steps: u64,
+    /// Real tokens trained on.
+    pub tokens: usize,
+    /// Seconds from start to end of this process's run (loading included).
+    pub wall_s: f64,
+    /// Seconds spent in training steps over the whole run (resumed parts included).
+    pub train_s: f64,
+    /// Training tokens per second of training time.
+    pub tokens_per_s: f64,
+    /// Peak resident memory of this process.
+    pub peak_rss_bytes: u64,
+    /// Validation loss before training.
+    pub eval_loss_before: Option<f64>,
+    /// Validation loss after training.
+    pub eval_loss_after: Option<f64>,
+    /// Steps skipped for a non-finite loss or gradient.
+    pub skipped_steps: u64,
+    /// `(trainable, total)` parameters.
+    pub parameters: (usize, usize),
+    /// Stopped early by Ctrl-C.
+    pub interrupted: bool,
+    /// The checkpoint this run resumed from.
+    pub resumed_from: Option<PathBuf>,
+}

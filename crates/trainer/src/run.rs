@@ -1,0 +1,416 @@
+//! The run: one loop a newcomer can read top to bottom (nanoGPT's shape). Load, evaluate and
+//! sample before, train with periodic evaluation and checkpoints, evaluate and sample after,
+//! write the adapter (PEFT format) or the full checkpoint, the metrics and the summary.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use burn::module::AutodiffModule;
+use burn::tensor::ElementConversion;
+use burn::tensor::backend::AutodiffBackend;
+use data::{Batch, Loader, LoaderConfig, Position};
+use llama_model::{GenerationConfig, Llama, LlamaTokenizer, Message, QuantBackend};
+
+use crate::config::{Method, OnNonFinite, TrainConfig};
+use crate::error::{Error, Result};
+use crate::loss::{causal_lm_loss, count_targets};
+use crate::optim::AdamW;
+use crate::report::{self, Metric, Summary, TrainerState};
+use crate::schedule::Schedule;
+use crate::setup::{self, Splits};
+use crate::step::{StepStats, train_step};
+
+/// Where a run reports progress (the CLI draws a progress bar; tests collect).
+pub trait Observer {
+    /// After every optimizer step.
+    fn step(&mut self, step: u64, total: u64, stats: &StepStats, tokens_per_s: f64);
+    /// A line of information (evaluations, samples, checkpoints).
+    fn info(&mut self, line: &str);
+}
+
+/// An observer that prints nothing.
+pub struct Quiet;
+
+impl Observer for Quiet {
+    fn step(&mut self, _: u64, _: u64, _: &StepStats, _: f64) {}
+    fn info(&mut self, _: &str) {}
+}
+
+/// Paths a run needs besides its configuration.
+#[derive(Debug, Clone)]
+pub struct RunPaths {
+    /// The model directory or `.gguf` file (already resolved).
+    pub model: PathBuf,
+    /// The run directory (`<output_dir>/<run_name>`).
+    pub run_dir: PathBuf,
+    /// Continue from the newest checkpoint in `run_dir`.
+    pub resume: bool,
+}
+
+/// Mean next-token loss over (up to `limit`) validation batches, without autodiff.
+pub fn evaluate<B: QuantBackend>(model: &Llama<B>, batches: &[Batch]) -> Option<f64> {
+    let device = model.embed_tokens.val().device();
+    let (mut total, mut count) = (0.0f64, 0usize);
+    for b in batches {
+        let n = count_targets(&b.labels, b.seq);
+        if n == 0 {
+            continue;
+        }
+        let t = b.to_tensors::<B>(&device);
+        let loss = causal_lm_loss(model.forward(t.model_input(), None), t.labels, 1);
+        let v: f32 = loss.into_scalar().elem();
+        total += f64::from(v);
+        count += n;
+    }
+    (count > 0).then(|| total / count as f64)
+}
+
+/// Greedy answers to `prompts` through the chat template (raw text without one).
+pub fn sample<B: QuantBackend>(
+    model: &Llama<B>,
+    tokenizer: &LlamaTokenizer,
+    prompts: &[String],
+    max_new_tokens: usize,
+) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for p in prompts {
+        let ids = if tokenizer.chat_template().is_some() {
+            tokenizer.encode_chat(&[Message::new("user", p.as_str())], true)?
+        } else {
+            tokenizer.encode(p, true)?
+        };
+        let config = GenerationConfig {
+            max_new_tokens,
+            eos_token_ids: tokenizer.eos_token_id().into_iter().collect(),
+            ..GenerationConfig::default()
+        };
+        let new = llama_model::generate(model, &[ids], &config, |_, _| {})?;
+        out.push(tokenizer.decode(&new[0], true)?.trim().to_string());
+    }
+    Ok(out)
+}
+
+fn save_weights<B: AutodiffBackend + QuantBackend>(
+    model: &Llama<B>,
+    config: &TrainConfig,
+    model_path: &Path,
+    dir: &Path,
+) -> Result<()> {
+    if config.method == Method::Full {
+        llama_model::save_checkpoint(model, dir, llama_model::SaveDtype::F32, None)?;
+    } else {
+        let mut lora = setup::lora_config(config)?;
+        lora.base_model_name_or_path = Some(model_path.display().to_string());
+        llama_model::save_adapter(model, &lora, dir)?;
+    }
+    Ok(())
+}
+
+/// Runs `config` to the end (or to Ctrl-C through `stop`) and returns the summary.
+pub fn run<B>(
+    config: &TrainConfig,
+    paths: &RunPaths,
+    device: &B::Device,
+    observer: &mut dyn Observer,
+    stop: &AtomicBool,
+) -> Result<Summary>
+where
+    B: AutodiffBackend + QuantBackend,
+    B::InnerBackend: QuantBackend,
+{
+    let started = Instant::now();
+    config.validate()?;
+    let run_dir = &paths.run_dir;
+    std::fs::create_dir_all(run_dir).map_err(|e| Error::io(run_dir, e))?;
+    crate::checkpoint::write_atomic(&run_dir.join("config.toml"), |tmp| {
+        std::fs::write(tmp, config.to_toml())
+    })?;
+
+    // Where to start: a fresh run, or the newest checkpoint.
+    let resume_from = if paths.resume {
+        let (_, dir) = report::checkpoints(run_dir).pop().ok_or_else(|| {
+            Error::Config(format!(
+                "--resume: no checkpoint-N directory in {}",
+                run_dir.display()
+            ))
+        })?;
+        Some(dir)
+    } else {
+        None
+    };
+    let mut state = match &resume_from {
+        Some(dir) => report::read_json::<TrainerState>(&dir.join("trainer_state.json"))?,
+        None => TrainerState {
+            step: 0,
+            position: Position::default(),
+            tokens: 0,
+            skipped_steps: 0,
+            eval_loss_before: None,
+            train_seconds: 0.0,
+        },
+    };
+
+    // Model and data.
+    let model_source: PathBuf = match (&resume_from, config.method) {
+        (Some(dir), Method::Full) => dir.clone(),
+        _ => paths.model.clone(),
+    };
+    let adapter = resume_from
+        .as_deref()
+        .filter(|_| config.method != Method::Full);
+    let mut model = setup::load_model::<B>(config, &model_source, adapter, device)?;
+    let parameters = llama_model::parameter_counts(&model);
+    observer.info(&format!(
+        "model {} ({:?}): {}",
+        paths.model.display(),
+        config.method,
+        llama_model::trainable_summary(&model)
+    ));
+    let Splits {
+        train,
+        valid,
+        pad_id,
+        tokenizer,
+    } = setup::load_data(config, &paths.model)?;
+    observer.info(&format!(
+        "data: {} training examples ({} truncated, {} dropped), {} validation",
+        train.len(),
+        train.stats.truncated,
+        train.stats.dropped,
+        valid.len()
+    ));
+    let loader_config = |seed: u64| LoaderConfig {
+        batch_size: config.batch_size,
+        seed,
+        pad_id,
+        packing: config.packing.then_some(config.max_seq_len),
+        ..LoaderConfig::default()
+    };
+    let loader = Loader::new(&train.examples, loader_config(config.seed))
+        .map_err(|e| Error::Config(e.to_string()))?;
+    let valid_batches: Vec<Batch> = if valid.is_empty() {
+        Vec::new()
+    } else {
+        let l = Loader::new(
+            &valid.examples,
+            LoaderConfig {
+                shuffle: false,
+                ..loader_config(0)
+            },
+        )
+        .map_err(|e| Error::Config(e.to_string()))?;
+        let n = l.batches_per_epoch();
+        let n = if config.eval_batches == 0 {
+            n
+        } else {
+            n.min(config.eval_batches)
+        };
+        l.epoch(0).take(n).collect()
+    };
+
+    // Before.
+    let eval_now = |model: &Llama<B>| evaluate(&model.clone().valid(), &valid_batches);
+    if state.eval_loss_before.is_none() && resume_from.is_none() {
+        state.eval_loss_before = eval_now(&model);
+        if let Some(l) = state.eval_loss_before {
+            observer.info(&format!(
+                "validation loss before: {l:.4} (perplexity {:.2})",
+                l.exp()
+            ));
+        }
+        for (p, a) in config.sample_prompts.iter().zip(sample(
+            &model.clone().valid(),
+            &tokenizer,
+            &config.sample_prompts,
+            config.sample_tokens,
+        )?) {
+            observer.info(&format!("before | {p} -> {a}"));
+        }
+    }
+
+    // Train.
+    let metrics_path = run_dir.join("metrics.jsonl");
+    let kept = report::read_metrics(&metrics_path, Some(state.step))?;
+    crate::checkpoint::write_atomic(&metrics_path, |tmp| {
+        let text: String = kept
+            .iter()
+            .map(|m| serde_json::to_string(m).unwrap_or_default() + "\n")
+            .collect();
+        std::fs::write(tmp, text)
+    })?;
+    let mut optimizer = AdamW::<B::InnerBackend>::new(config.optimizer);
+    if let Some(dir) = &resume_from {
+        optimizer.load(&dir.join("optimizer.safetensors"), device)?;
+        observer.info(&format!(
+            "resumed from {} (step {})",
+            dir.display(),
+            state.step
+        ));
+    }
+    let schedule = Schedule {
+        kind: config.schedule,
+        warmup_steps: config.warmup_steps,
+        total_steps: config.max_steps,
+    };
+    let mut batches = loader.resume(state.position);
+    let train_start = Instant::now();
+    let train_before = state.train_seconds;
+    let mut interrupted = false;
+    let checkpoint =
+        |model: &Llama<B>, optimizer: &AdamW<B::InnerBackend>, state: &TrainerState| {
+            report::save_checkpoint(run_dir, state.step, config.keep_checkpoints, |tmp| {
+                save_weights(model, config, &paths.model, tmp)?;
+                optimizer.save(&tmp.join("optimizer.safetensors"))?;
+                report::write_json(&tmp.join("trainer_state.json"), state)
+            })
+        };
+    while state.step < config.max_steps {
+        if stop.load(Ordering::Relaxed) {
+            interrupted = true;
+            let dir = checkpoint(&model, &optimizer, &state)?;
+            observer.info(&format!("interrupted: saved {}", dir.display()));
+            break;
+        }
+        let window: Vec<Batch> = batches.by_ref().take(config.grad_accum).collect();
+        // Dropout draws from the backend's generator: seeding it per step makes a resumed run
+        // draw what the uninterrupted one drew.
+        B::seed(device, config.seed.wrapping_add(state.step));
+        let lr = config.optimizer.lr * schedule.factor(state.step);
+        let clip = (config.max_grad_norm > 0.0).then_some(config.max_grad_norm);
+        let (m, stats) = train_step(model, &window, &mut optimizer, lr, clip);
+        model = m;
+        if !stats.finite {
+            match config.on_non_finite {
+                OnNonFinite::Stop => {
+                    let last = report::checkpoints(run_dir)
+                        .pop()
+                        .map_or("none".into(), |(_, d)| d.display().to_string());
+                    return Err(Error::NonFinite(format!(
+                        "step {}: loss {} / gradient norm {} is not finite; stopped without updating (last checkpoint: {last}). Lower the learning rate, or set on_non_finite = \"skip\"",
+                        state.step + 1,
+                        stats.loss,
+                        stats.grad_norm
+                    )));
+                }
+                OnNonFinite::Skip => {
+                    state.skipped_steps += 1;
+                    observer.info(&format!(
+                        "step {}: non-finite loss or gradient, update skipped",
+                        state.step + 1
+                    ));
+                }
+            }
+        }
+        state.step += 1;
+        state.position = batches.position();
+        state.tokens += stats.tokens;
+        state.train_seconds = train_before + train_start.elapsed().as_secs_f64();
+        let tps = state.tokens as f64 / state.train_seconds.max(1e-9);
+        observer.step(state.step, config.max_steps, &stats, tps);
+        report::append_metric(
+            &metrics_path,
+            &Metric {
+                step: state.step,
+                loss: stats.loss,
+                kind: "train".into(),
+                lr: Some(stats.lr),
+                grad_norm: Some(stats.grad_norm),
+                tokens: Some(stats.tokens),
+                elapsed_s: started.elapsed().as_secs_f64(),
+            },
+        )?;
+        if config.eval_every > 0
+            && state.step % config.eval_every == 0
+            && state.step < config.max_steps
+        {
+            if let Some(l) = eval_now(&model) {
+                observer.info(&format!(
+                    "step {}: validation loss {l:.4} (perplexity {:.2})",
+                    state.step,
+                    l.exp()
+                ));
+                report::append_metric(
+                    &metrics_path,
+                    &Metric {
+                        step: state.step,
+                        loss: l,
+                        kind: "eval".into(),
+                        lr: None,
+                        grad_norm: None,
+                        tokens: None,
+                        elapsed_s: started.elapsed().as_secs_f64(),
+                    },
+                )?;
+            }
+        }
+        if config.save_every > 0
+            && state.step % config.save_every == 0
+            && state.step < config.max_steps
+        {
+            let dir = checkpoint(&model, &optimizer, &state)?;
+            observer.info(&format!("saved {}", dir.display()));
+        }
+    }
+
+    // After.
+    let eval_after = eval_now(&model);
+    if let Some(l) = eval_after {
+        observer.info(&format!(
+            "validation loss after: {l:.4} (perplexity {:.2})",
+            l.exp()
+        ));
+        report::append_metric(
+            &metrics_path,
+            &Metric {
+                step: state.step,
+                loss: l,
+                kind: "eval".into(),
+                lr: None,
+                grad_norm: None,
+                tokens: None,
+                elapsed_s: started.elapsed().as_secs_f64(),
+            },
+        )?;
+    }
+    if !interrupted {
+        for (p, a) in config.sample_prompts.iter().zip(sample(
+            &model.clone().valid(),
+            &tokenizer,
+            &config.sample_prompts,
+            config.sample_tokens,
+        )?) {
+            observer.info(&format!("after  | {p} -> {a}"));
+        }
+        let dir = checkpoint(&model, &optimizer, &state)?;
+        let out = run_dir.join(if config.method == Method::Full {
+            "model"
+        } else {
+            "adapter"
+        });
+        let tmp = run_dir.join(".final.tmp");
+        let _ = std::fs::remove_dir_all(&tmp);
+        save_weights(&model, config, &paths.model, &tmp)?;
+        if out.exists() {
+            std::fs::remove_dir_all(&out).map_err(|e| Error::io(&out, e))?;
+        }
+        std::fs::rename(&tmp, &out).map_err(|e| Error::io(&out, e))?;
+        observer.info(&format!("wrote {} (and {})", out.display(), dir.display()));
+    }
+    let summary = Summary {
+        steps: state.step,
+        tokens: state.tokens,
+        wall_s: started.elapsed().as_secs_f64(),
+        train_s: state.train_seconds,
+        tokens_per_s: state.tokens as f64 / state.train_seconds.max(1e-9),
+        peak_rss_bytes: report::peak_rss_bytes(),
+        eval_loss_before: state.eval_loss_before,
+        eval_loss_after: eval_after,
+        skipped_steps: state.skipped_steps,
+        parameters,
+        interrupted,
+        resumed_from: resume_from,
+    };
+    report::write_json(&run_dir.join("summary.json"), &summary)?;
+    Ok(summary)
+}

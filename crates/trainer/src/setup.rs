@@ -1,0 +1,170 @@
+//! Building a run: the model (float, 4-bit, with fresh or resumed adapters) and the data splits.
+
+use std::path::Path;
+
+use burn::tensor::backend::AutodiffBackend;
+use data::{Dataset, EncodeOptions, Encoder, Format, ReadOptions, TokenizerConfig};
+use llama_model::peft::LoraConfig;
+use llama_model::{Llama, LlamaTokenizer, QuantBackend, QuantizeOptions};
+
+use crate::config::{Method, TrainConfig};
+use crate::error::{Error, Result};
+
+/// The model of `config`: float for `full` and `lora`, quantized while loading for `qlora`;
+/// adapters from `adapter` (a checkpoint being resumed) or freshly initialised with the seed.
+pub fn load_model<B: AutodiffBackend + QuantBackend>(
+    config: &TrainConfig,
+    model_path: &Path,
+    adapter: Option<&Path>,
+    device: &B::Device,
+) -> Result<Llama<B>> {
+    let mut model = match config.method {
+        Method::Full | Method::Lora => llama_model::load_pretrained::<B>(model_path, device)?,
+        Method::Qlora => {
+            let q = &config.quant;
+            let mut opts = QuantizeOptions::nf4();
+            opts.method = match q.quant_type.as_str() {
+                "nf4" => llama_model::quant::BnbMethod::FourBit(llama_model::quant::QuantType::Nf4),
+                "fp4" => llama_model::quant::BnbMethod::FourBit(llama_model::quant::QuantType::Fp4),
+                other => {
+                    return Err(Error::Config(format!(
+                        "`quant.quant_type` = \"{other}\"; expected nf4 or fp4"
+                    )));
+                }
+            };
+            opts.double_quant = q.double_quant;
+            opts.blocksize = q.blocksize;
+            let mut model = llama_model::load_pretrained_quantized::<B>(model_path, &opts, device)?;
+            let dtype = match (q.compute_dtype.as_str(), config.device.as_str()) {
+                ("auto", "cuda") | ("bf16", _) => Some(burn::tensor::FloatDType::BF16),
+                ("f16", _) => Some(burn::tensor::FloatDType::F16),
+                ("auto", _) | ("f32", _) => None,
+                (other, _) => {
+                    return Err(Error::Config(format!(
+                        "`quant.compute_dtype` = \"{other}\"; expected auto, f32, bf16 or f16"
+                    )));
+                }
+            };
+            model.set_quant_compute_dtype(dtype);
+            model
+        }
+    };
+    if config.method != Method::Full {
+        match adapter {
+            Some(dir) => {
+                llama_model::load_adapter(&mut model, dir)?;
+            }
+            None => llama_model::apply_lora(&mut model, &lora_config(config)?, config.seed)?,
+        }
+    }
+    Ok(model)
+}
+
+/// PEFT's `LoraConfig` for the run's `[lora]` section.
+pub fn lora_config(config: &TrainConfig) -> Result<LoraConfig> {
+    let l = &config.lora;
+    let targets = if l.target_modules.len() == 1 && l.target_modules[0] == "all-linear" {
+        serde_json::json!("all-linear")
+    } else {
+        serde_json::json!(l.target_modules)
+    };
+    LoraConfig::from_json(&serde_json::json!({
+        "r": l.r,
+        "lora_alpha": l.alpha,
+        "lora_dropout": l.dropout,
+        "target_modules": targets,
+        "use_rslora": l.use_rslora,
+        "use_dora": l.use_dora,
+    }))
+    .map_err(|e| Error::Config(format!("[lora]: {e}")))
+}
+
+/// The tokenizer settings of a model directory, or of a GGUF file's metadata.
+fn tokenizer_config(model_path: &Path) -> Result<TokenizerConfig> {
+    if llama_model::gguf::is_gguf_path(model_path) {
+        let file = llama_model::gguf::GgufFile::open(model_path)?;
+        let files = llama_model::gguf::tokenizer_files(&file)?;
+        let c = &files.tokenizer_config;
+        let s = |k: &str| c.get(k).and_then(|v| v.as_str()).map(str::to_string);
+        return Ok(TokenizerConfig {
+            bos_token: s("bos_token"),
+            eos_token: s("eos_token"),
+            pad_token: s("pad_token"),
+            chat_template: s("chat_template"),
+        });
+    }
+    TokenizerConfig::from_dir(model_path).map_err(data_error)
+}
+
+fn data_error(e: data::Error) -> Error {
+    Error::Config(e.to_string())
+}
+
+/// Training and validation examples, and the padding id.
+pub struct Splits {
+    /// Training examples.
+    pub train: Dataset,
+    /// Validation examples.
+    pub valid: Dataset,
+    /// Padding token id (the tokenizer's pad token, else EOS, else 0).
+    pub pad_id: u32,
+    /// The tokenizer (for sample generations).
+    pub tokenizer: LlamaTokenizer,
+}
+
+/// Reads, templates and tokenizes the data of `config` with the model's tokenizer.
+pub fn load_data(config: &TrainConfig, model_path: &Path) -> Result<Splits> {
+    let tokenizer = LlamaTokenizer::from_dir(model_path)?;
+    let tc = tokenizer_config(model_path)?;
+    let pad_id = tc
+        .pad_token
+        .as_deref()
+        .and_then(|t| tokenizer.token_to_id(t))
+        .or(tokenizer.eos_token_id())
+        .unwrap_or(0);
+    let encoder = Encoder::new(
+        tokenizer.inner().clone(),
+        tc,
+        EncodeOptions {
+            max_seq_len: Some(config.max_seq_len),
+            train_on_prompt: config.train_on_prompt,
+            ..EncodeOptions::default()
+        },
+    )
+    .map_err(data_error)?;
+    let format = if config.format.is_empty() {
+        None
+    } else {
+        Some(config.format.parse::<Format>().map_err(data_error)?)
+    };
+    let read = ReadOptions {
+        format,
+        ..ReadOptions::default()
+    };
+    if config.data.is_empty() {
+        return Err(Error::Config(
+            "no training data: set `data` (files or directories)".into(),
+        ));
+    }
+    let train = Dataset::load(&config.data, &encoder, read.clone()).map_err(data_error)?;
+    let (train, valid) = if config.valid_data.is_empty() {
+        train
+            .split(config.valid_ratio, config.seed)
+            .map_err(data_error)?
+    } else {
+        let valid = Dataset::load(&config.valid_data, &encoder, read).map_err(data_error)?;
+        (train, valid)
+    };
+    if train.is_empty() {
+        return Err(Error::Config(format!(
+            "no training example left after tokenization ({} dropped, {} truncated)",
+            train.stats.dropped, train.stats.truncated
+        )));
+    }
+    Ok(Splits {
+        train,
+        valid,
+        pad_id,
+        tokenizer,
+    })
+}
