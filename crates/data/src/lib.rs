@@ -28,7 +28,7 @@ pub use batch::{Batch, BatchTensors, PaddingSide, pack_bins};
 pub use dataset::{Dataset, ExampleStream, ReadOptions, Stats, stream};
 pub use error::{Error, Loc, Result};
 pub use format::{FieldMap, Format, Parsed, Sample};
-pub use loader::{Batches, Loader, LoaderConfig, Position};
+pub use loader::{Batches, Loader, LoaderConfig, Position, packing_efficiency, padding_efficiency};
 pub use reader::{FileKind, RawRecord, read_all, read_file};
 pub use template::{ChatRenderer, TemplateChoice, TokenizerConfig};
 pub use tokenize::{EncodeOptions, Encoded, Encoder, Example, IGNORE_INDEX, Truncation};

@@ -96,26 +96,14 @@ impl<'d> Loader<'d> {
 
     /// The rows of epoch `epoch`, in order, grouped into batches.
     fn plan(&self, epoch: usize) -> Vec<Vec<usize>> {
-        let n = self.rows();
-        let seed = self.config.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let order: Vec<usize> = if self.config.shuffle {
-            shuffled(n, seed)
-        } else {
-            (0..n).collect()
-        };
-        let bs = self.config.batch_size;
-        let order = if self.config.group_by_length && self.bins.is_none() {
-            let mut grouped = Vec::with_capacity(n);
-            for mega in order.chunks(bs * 50) {
-                let mut mega = mega.to_vec();
-                mega.sort_by_key(|&i| std::cmp::Reverse(self.examples[i].len()));
-                grouped.extend(mega);
-            }
-            grouped
-        } else {
-            order
-        };
-        order.chunks(bs).map(<[usize]>::to_vec).collect()
+        let grouped = self.config.group_by_length && self.bins.is_none();
+        plan(
+            self.rows(),
+            |i| self.examples[i].len(),
+            &self.config,
+            grouped,
+            epoch,
+        )
     }
 
     fn batch(&self, rows: &[usize]) -> Batch {
@@ -157,6 +145,64 @@ impl<'d> Loader<'d> {
             .into_iter()
             .map(move |rows| self.batch(&rows))
     }
+}
+
+/// The rows of one epoch grouped into batches: a seeded shuffle (seed mixed with the epoch),
+/// then, when `grouped`, megabatches of 50 batches sorted by length (longest first).
+fn plan(
+    n: usize,
+    len: impl Fn(usize) -> usize,
+    config: &LoaderConfig,
+    grouped: bool,
+    epoch: usize,
+) -> Vec<Vec<usize>> {
+    let seed = config.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut order: Vec<usize> = if config.shuffle {
+        shuffled(n, seed)
+    } else {
+        (0..n).collect()
+    };
+    let bs = config.batch_size.max(1);
+    if grouped {
+        for mega in order.chunks_mut(bs * 50) {
+            mega.sort_by_key(|&i| std::cmp::Reverse(len(i)));
+        }
+    }
+    order.chunks(bs).map(<[usize]>::to_vec).collect()
+}
+
+/// Share of real tokens in the padded batches of epoch 0 for examples of `lengths` (what
+/// [`Loader`] would make with `config`, without building the batches).
+pub fn padding_efficiency(lengths: &[usize], config: &LoaderConfig) -> f64 {
+    let m = config.pad_to_multiple_of.max(1);
+    let (mut real, mut slots) = (0usize, 0usize);
+    for batch in plan(
+        lengths.len(),
+        |i| lengths[i],
+        config,
+        config.group_by_length,
+        0,
+    ) {
+        let longest = batch.iter().map(|&i| lengths[i]).max().unwrap_or(0);
+        real += batch.iter().map(|&i| lengths[i]).sum::<usize>();
+        slots += batch.len() * longest.div_ceil(m) * m;
+    }
+    if slots == 0 {
+        0.0
+    } else {
+        real as f64 / slots as f64
+    }
+}
+
+/// Share of real tokens when examples of `lengths` are packed into rows of `capacity`.
+pub fn packing_efficiency(lengths: &[usize], capacity: usize) -> Result<f64> {
+    let bins = pack_bins(lengths, capacity)?;
+    let real: usize = lengths.iter().sum();
+    Ok(if bins.is_empty() {
+        0.0
+    } else {
+        real as f64 / (bins.len() * capacity) as f64
+    })
 }
 
 /// Endless batch iterator with a resumable [`Position`].

@@ -97,6 +97,7 @@ pub enum Encoded {
 pub struct Encoder {
     tokenizer: tokenizers::Tokenizer,
     eos_token: Option<String>,
+    pad_token: Option<String>,
     model_template: Option<ChatRenderer>,
     builtin: Option<ChatRenderer>,
     options: EncodeOptions,
@@ -137,6 +138,7 @@ impl Encoder {
         Ok(Self {
             tokenizer,
             eos_token: config.eos_token,
+            pad_token: config.pad_token,
             model_template,
             builtin,
             options,
@@ -146,6 +148,14 @@ impl Encoder {
     /// The options in force.
     pub fn options(&self) -> &EncodeOptions {
         &self.options
+    }
+
+    /// The padding id: `pad_token`, else `eos_token` (as TRL falls back), if in the vocabulary.
+    pub fn pad_id(&self) -> Option<u32> {
+        [&self.pad_token, &self.eos_token]
+            .into_iter()
+            .flatten()
+            .find_map(|t| self.tokenizer.token_to_id(t))
     }
 
     /// The tokenizer.
