@@ -4,7 +4,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-/// Where a record sits in its file.
+/// Where a record sits in its file; displays as the suffix of `file:line` / `file: record N`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Loc {
     /// 1-based line of a JSONL, CSV or text file.
@@ -18,9 +18,9 @@ pub enum Loc {
 impl fmt::Display for Loc {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Loc::Line(n) => write!(f, "{n}"),
-            Loc::Record(n) => write!(f, "record {n}"),
-            Loc::Row(n) => write!(f, "row {n}"),
+            Loc::Line(n) => write!(f, ":{n}"),
+            Loc::Record(n) => write!(f, ": record {n}"),
+            Loc::Row(n) => write!(f, ": row {n}"),
         }
     }
 }
@@ -37,7 +37,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// One record is malformed: `file:line: reason`. Skippable with `skip_invalid`.
-    #[error("{path}:{loc}: {message}")]
+    #[error("{path}{loc}: {message}")]
     Record {
         /// The file.
         path: PathBuf,
