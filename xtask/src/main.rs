@@ -5,6 +5,7 @@ mod backend;
 mod bench_model;
 mod convert;
 mod eval;
+mod export_gguf;
 mod fetch_default;
 mod generate;
 mod merge;
@@ -39,6 +40,8 @@ enum Command {
     FetchDefault(fetch_default::Args),
     /// Convert a GGUF file to a Hugging Face checkpoint directory.
     Convert(convert::Args),
+    /// Write a checkpoint (with an adapter merged in) as a llama.cpp GGUF file.
+    ExportGguf(export_gguf::Args),
 }
 
 fn main() {
@@ -52,6 +55,7 @@ fn main() {
         Command::Merge(args) => merge::run(args),
         Command::FetchDefault(args) => fetch_default::run(args),
         Command::Convert(args) => convert::run(args),
+        Command::ExportGguf(args) => export_gguf::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
