@@ -6,6 +6,7 @@ mod bench_model;
 mod data;
 mod convert;
 mod eval;
+mod export_gguf;
 mod fetch_default;
 mod generate;
 mod merge;
@@ -42,6 +43,8 @@ enum Command {
     FetchDefault(fetch_default::Args),
     /// Convert a GGUF file to a Hugging Face checkpoint directory.
     Convert(convert::Args),
+    /// Write a checkpoint (with an adapter merged in) as a llama.cpp GGUF file.
+    ExportGguf(export_gguf::Args),
 }
 
 fn main() {
@@ -56,6 +59,7 @@ fn main() {
         Command::Data(args) => data::run(args),
         Command::FetchDefault(args) => fetch_default::run(args),
         Command::Convert(args) => convert::run(args),
+        Command::ExportGguf(args) => export_gguf::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
