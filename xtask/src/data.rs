@@ -43,6 +43,9 @@ pub struct Args {
     /// Skip malformed records (counted and summarized) instead of stopping at the first.
     #[arg(long)]
     skip_invalid: bool,
+    /// Encoding threads (default: every available core).
+    #[arg(long)]
+    threads: Option<usize>,
     /// Batch size for the padding-efficiency figures.
     #[arg(long, default_value_t = 8)]
     batch_size: usize,
@@ -102,7 +105,10 @@ pub fn run(args: Args) -> Result<()> {
         skip_invalid: args.skip_invalid,
     };
     let started = Instant::now();
-    let mut examples = stream(&args.data, &encoder, read)?;
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+    let mut examples = stream(&args.data, &encoder, read)?.with_threads(threads);
     let mut lengths = Vec::new();
     let mut first = None;
     for ex in examples.by_ref() {
@@ -177,7 +183,7 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     println!(
-        "throughput        {:.0} tokens/s, {:.0} examples/s ({secs:.2} s)",
+        "throughput        {:.0} tokens/s, {:.0} examples/s ({secs:.2} s, {threads} threads)",
         stats.tokens as f64 / secs,
         stats.kept as f64 / secs
     );

@@ -2,6 +2,7 @@
 //! truncate, streaming one record at a time, with counts of everything kept, cut, dropped or
 //! skipped.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
@@ -74,18 +75,31 @@ impl Stats {
     }
 }
 
-/// Streams the examples of some files; [`ExampleStream::stats`] counts as it goes.
+/// Records encoded per parallel chunk.
+const CHUNK: usize = 512;
+
+/// Streams the examples of some files; [`ExampleStream::stats`] counts as it goes. Records are
+/// read in chunks of 512 and encoded on up to `threads` threads; order and counts do not depend
+/// on the thread count.
 pub struct ExampleStream<'e, I> {
     records: I,
     encoder: &'e Encoder,
     options: ReadOptions,
     stats: Stats,
+    threads: usize,
+    pending: VecDeque<Result<Encoded>>,
 }
 
 impl<'e, I: Iterator<Item = Result<RawRecord>>> ExampleStream<'e, I> {
     /// The counts so far.
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// Encodes on `threads` threads (at least 1).
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.threads = threads.max(1);
+        self
     }
 
     fn skip_or_fail(&mut self, e: Error) -> Option<Error> {
@@ -100,19 +114,80 @@ impl<'e, I: Iterator<Item = Result<RawRecord>>> ExampleStream<'e, I> {
         }
     }
 
-    fn one(&mut self, rec: &RawRecord) -> Result<Encoded> {
-        let format = match self.stats.format {
-            Some(f) => f,
-            None => {
-                let f = Format::detect(rec, &self.options.fields)?;
-                self.stats.format = Some(f);
-                f
+    /// Reads the next chunk and encodes it; false at the end of the input.
+    fn fill(&mut self) -> bool {
+        let chunk: Vec<Result<RawRecord>> = self.records.by_ref().take(CHUNK).collect();
+        if chunk.is_empty() {
+            return false;
+        }
+        // The format comes from the first record that has a recognisable one.
+        let mut detect_errors = vec![None; chunk.len()];
+        if self.stats.format.is_none() {
+            for (i, rec) in chunk.iter().enumerate() {
+                if let Ok(rec) = rec {
+                    match Format::detect(rec, &self.options.fields) {
+                        Ok(f) => {
+                            self.stats.format = Some(f);
+                            break;
+                        }
+                        Err(e) => detect_errors[i] = Some(e.to_string()),
+                    }
+                }
             }
+        }
+        let (encoder, fields, format) = (self.encoder, &self.options.fields, self.stats.format);
+        let work = |part: Vec<(Result<RawRecord>, Option<String>)>| -> Vec<Result<Encoded>> {
+            part.into_iter()
+                .map(|(rec, detect_error)| {
+                    let rec = rec?;
+                    match (format, detect_error) {
+                        (Some(f), None) => encode_record(encoder, fields, f, &rec),
+                        _ => Err(Format::detect(&rec, fields)
+                            .err()
+                            .unwrap_or_else(|| rec.error("format not detected"))),
+                    }
+                })
+                .collect()
         };
-        let parsed = parse(rec, format, &self.options.fields)?;
-        let sample = self.encoder.to_sample(parsed).map_err(|e| locate(rec, e))?;
-        self.encoder.encode(&sample).map_err(|e| locate(rec, e))
+        let per = chunk.len().div_ceil(self.threads);
+        let mut items = chunk.into_iter().zip(detect_errors);
+        let mut parts = Vec::new();
+        loop {
+            let part: Vec<_> = items.by_ref().take(per).collect();
+            if part.is_empty() {
+                break;
+            }
+            parts.push(part);
+        }
+        let results: Vec<Vec<Result<Encoded>>> = if parts.len() == 1 {
+            parts.into_iter().map(work).collect()
+        } else {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = parts
+                    .into_iter()
+                    .map(|part| scope.spawn(move || work(part)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("encoding thread panicked"))
+                    .collect()
+            })
+        };
+        self.pending.extend(results.into_iter().flatten());
+        true
     }
+}
+
+/// Parses, templates and tokenizes one record.
+fn encode_record(
+    encoder: &Encoder,
+    fields: &FieldMap,
+    format: Format,
+    rec: &RawRecord,
+) -> Result<Encoded> {
+    let parsed = parse(rec, format, fields)?;
+    let sample = encoder.to_sample(parsed).map_err(|e| locate(rec, e))?;
+    encoder.encode(&sample).map_err(|e| locate(rec, e))
 }
 
 /// Gives template and tokenizer errors the record's location.
@@ -127,18 +202,17 @@ impl<I: Iterator<Item = Result<RawRecord>>> Iterator for ExampleStream<'_, I> {
     type Item = Result<Example>;
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            let rec = match self.records.next()? {
-                Ok(r) => r,
-                Err(e) => match self.skip_or_fail(e) {
-                    Some(e) => return Some(Err(e)),
-                    None => {
-                        self.stats.records += 1;
-                        continue;
+            let item = match self.pending.pop_front() {
+                Some(item) => item,
+                None => {
+                    if !self.fill() {
+                        return None;
                     }
-                },
+                    continue;
+                }
             };
             self.stats.records += 1;
-            match self.one(&rec) {
+            match item {
                 Ok(Encoded::Kept { example, truncated }) => {
                     self.stats.kept += 1;
                     self.stats.truncated += truncated as usize;
@@ -152,6 +226,8 @@ impl<I: Iterator<Item = Result<RawRecord>>> Iterator for ExampleStream<'_, I> {
                 }
                 Err(e) => {
                     if let Some(e) = self.skip_or_fail(e) {
+                        // Stop at the first error that is not skipped.
+                        self.pending.clear();
                         return Some(Err(e));
                     }
                 }
@@ -174,6 +250,8 @@ pub fn stream<'e>(
         },
         encoder,
         options,
+        threads: 1,
+        pending: VecDeque::new(),
     })
 }
 
@@ -187,9 +265,20 @@ pub struct Dataset {
 }
 
 impl Dataset {
-    /// Reads, encodes and keeps every example of `paths`.
+    /// Reads, encodes (on every available core) and keeps every example of `paths`.
     pub fn load(paths: &[PathBuf], encoder: &Encoder, options: ReadOptions) -> Result<Self> {
-        let mut s = stream(paths, encoder, options)?;
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        Self::load_with_threads(paths, encoder, options, threads)
+    }
+
+    /// [`Dataset::load`] on `threads` threads (the result does not depend on it).
+    pub fn load_with_threads(
+        paths: &[PathBuf],
+        encoder: &Encoder,
+        options: ReadOptions,
+        threads: usize,
+    ) -> Result<Self> {
+        let mut s = stream(paths, encoder, options)?.with_threads(threads);
         let examples = s.by_ref().collect::<Result<Vec<_>>>()?;
         Ok(Self {
             examples,

@@ -48,6 +48,25 @@ fn shipped_dataset_has_fixed_train_and_validation_splits() {
 }
 
 #[test]
+fn thread_count_changes_nothing() {
+    let enc = encoder(Some(64));
+    let path = root().join("../../data/alpaca-eval/train.jsonl");
+    let one = Dataset::load_with_threads(&[path.clone()], &enc, ReadOptions::default(), 1).unwrap();
+    let three = Dataset::load_with_threads(&[path], &enc, ReadOptions::default(), 3).unwrap();
+    assert_eq!(one.examples, three.examples);
+    assert_eq!(one.stats, three.stats);
+    assert!(one.stats.dropped > 0 && one.stats.truncated > 0);
+    let bad = root().join("tests/fixtures/bad/malformed.jsonl");
+    let skip = ReadOptions {
+        skip_invalid: true,
+        ..Default::default()
+    };
+    let a = Dataset::load_with_threads(&[bad.clone()], &enc, skip.clone(), 1).unwrap();
+    let b = Dataset::load_with_threads(&[bad], &enc, skip, 2).unwrap();
+    assert_eq!((a.examples, a.stats), (b.examples, b.stats));
+}
+
+#[test]
 fn packed_batches_become_tensors_with_segments() {
     let enc = encoder(Some(256));
     let train = shipped("valid", &enc);
