@@ -165,3 +165,55 @@ fn tokenizers_survive_tokenizer_json_and_back() {
     }
     assert_eq!(matched, 46);
 }
+
+fn models(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/models")
+        .join(name)
+}
+
+#[test]
+fn hf_checkpoint_with_adapter_exports_and_reloads() {
+    use burn::prelude::*;
+    use llama_model::{LlamaTokenizer, ModelInput, load_adapter, merge_adapters};
+    let dir = models("mha_untied");
+    let mut model = load_pretrained::<B>(&dir, &Default::default()).unwrap();
+    let adapter = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../peft/tests/fixtures/lora_qv");
+    load_adapter(&mut model, &adapter).unwrap();
+    assert_eq!(merge_adapters(&mut model, true), 4);
+    let out = temp("lora-f32.gguf");
+    let meta = tokenizer_metadata_from_hf(&dir).unwrap();
+    export_gguf(&model, meta, "mha", GgmlType::F32, &out).unwrap();
+    let back = load_pretrained::<B>(&out, &Default::default()).unwrap();
+    let ids: Vec<i64> = (0..12).map(|i| (i * 37 % 500) as i64).collect();
+    let x = || {
+        ModelInput::new(Tensor::<B, 2, Int>::from_data(
+            TensorData::new(ids.clone(), [1, 12]),
+            &Default::default(),
+        ))
+    };
+    let a: Vec<f32> = model.forward(x(), None).into_data().iter::<f32>().collect();
+    let b: Vec<f32> = back.forward(x(), None).into_data().iter::<f32>().collect();
+    let diff = a
+        .iter()
+        .zip(&b)
+        .map(|(p, q)| (p - q).abs())
+        .fold(0f32, f32::max);
+    assert!(diff < 1e-5, "merged model vs its GGUF export: {diff}");
+    // The Llama-3-style tokenizer.json became `gpt2`/`llama-bpe` metadata that tokenizes alike.
+    let hf = LlamaTokenizer::from_dir(&dir).unwrap();
+    let gg = LlamaTokenizer::from_dir(&out).unwrap();
+    let file = GgufFile::open(&out).unwrap();
+    assert_eq!(
+        file.get_str("tokenizer.ggml.pre").unwrap(),
+        Some("llama-bpe")
+    );
+    for text in ["Hello world", "  it's 12345 ok\n\nyes", "ünïcode 🦙"] {
+        assert_eq!(
+            gg.encode(text, false).unwrap(),
+            hf.encode(text, false).unwrap(),
+            "{text:?}"
+        );
+    }
+    let _ = std::fs::remove_file(out);
+}

@@ -11,6 +11,7 @@ use super::dequant::GgmlType;
 use super::names::{hf_to_gguf, permute_rows, rope_heads};
 use super::quantize::quantize;
 use super::reader::{GgufFile, MetaValue};
+use super::tokenizer::LLAMA3_SPLIT;
 use super::writer::GgufWriter;
 use crate::config::RopeScaling;
 use crate::error::{Error, Result};
@@ -157,11 +158,21 @@ pub fn tokenizer_metadata_from_hf(dir: &Path) -> Result<Vec<(String, MetaValue)>
             MetaValue::Bool(prefix),
         ));
     } else {
-        let pre = if pre_json.contains(
-            super::tokenizer::LLAMA3_SPLIT
-                .replace('\\', "\\\\")
-                .as_str(),
-        ) {
+        // Llama 3's split regex, as llama.cpp spells it or as Meta's tokenizer.json does.
+        let llama3_hf = LLAMA3_SPLIT.replace(
+            "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])",
+            "(?i:'s|'t|'re|'ve|'m|'ll|'d)",
+        );
+        let splits: Vec<&str> = tj["pre_tokenizer"]["pretokenizers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["pattern"]["Regex"].as_str())
+            .collect();
+        let pre = if splits
+            .iter()
+            .any(|r| *r == LLAMA3_SPLIT || *r == llama3_hf.as_str())
+        {
             "llama-bpe"
         } else if pre_json.contains("\"Digits\"") && pre_json.contains("\"ByteLevel\"") {
             "smollm"
