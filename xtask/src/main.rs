@@ -3,8 +3,10 @@
 
 mod backend;
 mod bench_model;
+mod bench_train;
 mod data;
 mod convert;
+mod estimate;
 mod eval;
 mod export_gguf;
 mod fetch_default;
@@ -12,6 +14,7 @@ mod generate;
 mod merge;
 mod quantize;
 mod random_model;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -25,6 +28,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Fine-tune a model (full, LoRA or QLoRA); with no arguments, QLoRA on the default model.
+    Train(train::Args),
+    /// Memory a training run needs (weights, adapters, gradients, optimizer, activations) and whether it fits.
+    Estimate(estimate::Args),
+    /// Training step time and peak memory on a random model, next to the memory estimate.
+    BenchTrain(bench_train::Args),
     /// Generate text from a prompt, streaming tokens to stdout.
     Generate(generate::Args),
     /// Mean next-token loss and perplexity over a text or JSONL file.
@@ -50,6 +59,9 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Train(args) => train::run(args),
+        Command::Estimate(args) => estimate::run(args),
+        Command::BenchTrain(args) => bench_train::run(args),
         Command::Generate(args) => backend::dispatch(args),
         Command::Eval(args) => backend::dispatch(args),
         Command::RandomModel(args) => random_model::run(args),

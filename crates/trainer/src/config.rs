@@ -136,6 +136,9 @@ pub struct TrainConfig {
     pub max_seq_len: usize,
     /// Pack several examples per row.
     pub packing: bool,
+    /// Batch examples of similar length together (less padding), as transformers'
+    /// `group_by_length`.
+    pub group_by_length: bool,
     /// Train on prompt tokens too.
     pub train_on_prompt: bool,
     /// AdamW.
@@ -184,6 +187,7 @@ impl Default for TrainConfig {
             grad_accum: 1,
             max_seq_len: 512,
             packing: false,
+            group_by_length: false,
             train_on_prompt: false,
             optimizer: AdamWConfig::default(),
             schedule: ScheduleKind::Cosine,
@@ -229,9 +233,6 @@ impl TrainConfig {
         }
         if !(0.0..1.0).contains(&self.valid_ratio) {
             return bad("`valid_ratio` must be in [0, 1)");
-        }
-        if self.warmup_steps > self.max_steps {
-            return bad("`warmup_steps` must not exceed `max_steps`");
         }
         if self.max_grad_norm < 0.0 {
             return bad("`max_grad_norm` must be >= 0 (0 turns clipping off)");

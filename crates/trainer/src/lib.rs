@@ -8,9 +8,11 @@
 //! - [`causal_lm_loss`]: transformers' loss (labels -100 ignored, divided by the tokens of the
 //!   whole accumulated batch).
 
+pub mod card;
 pub mod checkpoint;
 pub mod config;
 pub mod error;
+pub mod estimate;
 pub mod grads;
 pub mod loss;
 pub mod optim;
@@ -23,6 +25,7 @@ pub mod step;
 pub use checkpoint::write_atomic;
 pub use config::{LoraSection, Method, OnNonFinite, QuantSection, TrainConfig};
 pub use error::{Error, Result};
+pub use estimate::{Estimate, EstimateInput, estimate};
 pub use grads::NamedGrads;
 pub use loss::{IGNORE_INDEX, causal_lm_loss, count_targets};
 pub use optim::{AdamW, AdamWConfig};

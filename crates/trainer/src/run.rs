@@ -185,6 +185,7 @@ where
         seed,
         pad_id,
         packing: config.packing.then_some(config.max_seq_len),
+        group_by_length: config.group_by_length,
         ..LoaderConfig::default()
     };
     let loader = Loader::new(&train.examples, loader_config(config.seed))
@@ -411,6 +412,15 @@ where
         interrupted,
         resumed_from: resume_from,
     };
+    if !interrupted {
+        let out = run_dir.join(if config.method == Method::Full {
+            "model"
+        } else {
+            "adapter"
+        });
+        let card = crate::card::model_card(config, &config.model, &summary);
+        crate::checkpoint::write_atomic(&out.join("README.md"), |tmp| std::fs::write(tmp, card))?;
+    }
     report::write_json(&run_dir.join("summary.json"), &summary)?;
     Ok(summary)
 }

@@ -200,6 +200,7 @@ fn a_run_leaves_a_peft_adapter_metrics_and_a_summary() {
         "summary.json",
         "adapter/adapter_config.json",
         "adapter/adapter_model.safetensors",
+        "adapter/README.md",
     ] {
         assert!(d.join(f).is_file(), "{f}");
     }
