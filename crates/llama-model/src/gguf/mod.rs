@@ -13,6 +13,7 @@
 mod default_model;
 mod dequant;
 mod export;
+mod meta;
 mod names;
 mod quantize;
 mod reader;
