@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 
-use burn::prelude::*;
 use data::{
     Dataset, EncodeOptions, Encoder, IGNORE_INDEX, Loader, LoaderConfig, ReadOptions,
     TemplateChoice,
@@ -51,7 +50,9 @@ fn shipped_dataset_has_fixed_train_and_validation_splits() {
 fn thread_count_changes_nothing() {
     let enc = encoder(Some(64));
     let path = root().join("../../data/alpaca-eval/train.jsonl");
-    let one = Dataset::load_with_threads(&[path.clone()], &enc, ReadOptions::default(), 1).unwrap();
+    let one =
+        Dataset::load_with_threads(std::slice::from_ref(&path), &enc, ReadOptions::default(), 1)
+            .unwrap();
     let three = Dataset::load_with_threads(&[path], &enc, ReadOptions::default(), 3).unwrap();
     assert_eq!(one.examples, three.examples);
     assert_eq!(one.stats, three.stats);
@@ -61,7 +62,7 @@ fn thread_count_changes_nothing() {
         skip_invalid: true,
         ..Default::default()
     };
-    let a = Dataset::load_with_threads(&[bad.clone()], &enc, skip.clone(), 1).unwrap();
+    let a = Dataset::load_with_threads(std::slice::from_ref(&bad), &enc, skip.clone(), 1).unwrap();
     let b = Dataset::load_with_threads(&[bad], &enc, skip, 2).unwrap();
     assert_eq!((a.examples, a.stats), (b.examples, b.stats));
 }

@@ -65,7 +65,7 @@ fn input_ids_and_labels_match_trl_for_every_format() {
             .join("parity")
             .join(case["file"].as_str().unwrap());
         let enc = encoder(case);
-        let ds = Dataset::load(&[path.clone()], &enc, ReadOptions::default()).unwrap();
+        let ds = Dataset::load(std::slice::from_ref(&path), &enc, ReadOptions::default()).unwrap();
         let want = case["examples"].as_array().unwrap();
         assert_eq!(ds.len(), want.len(), "{name}: example count");
         for (i, (got, want)) in ds.examples.iter().zip(want).enumerate() {
