@@ -217,3 +217,51 @@ fn hf_checkpoint_with_adapter_exports_and_reloads() {
     }
     let _ = std::fs::remove_file(out);
 }
+
+#[test]
+fn llama3_rope_scaling_goes_through_rope_freqs() {
+    use burn::prelude::*;
+    use llama_model::ModelInput;
+    // The Llama 3 fixture (RoPE factor 8, low 1, high 4, original context 16) written as GGUF
+    // carries `rope_freqs.weight`; read back, the scaling is recovered and the logits stay
+    // transformers' (expected.safetensors of the fixture).
+    let dir = models("gqa_llama3_tied");
+    let model = load_pretrained::<B>(&dir, &Default::default()).unwrap();
+    let out = temp("llama3.gguf");
+    let meta = tokenizer_metadata_from_hf(&dir).unwrap();
+    export_gguf(&model, meta, "llama3", GgmlType::F32, &out).unwrap();
+    let file = GgufFile::open(&out).unwrap();
+    assert_eq!(file.tensor("rope_freqs.weight").unwrap().dims, vec![16]);
+    let back = load_pretrained::<B>(&out, &Default::default()).unwrap();
+    assert_eq!(back.config().rope_scaling, model.config().rope_scaling);
+    let bytes = std::fs::read(dir.join("expected.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let ids = st.tensor("input_ids").unwrap();
+    let ids: Vec<i64> = ids
+        .data()
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    let want: Vec<f32> = st
+        .tensor("logits")
+        .unwrap()
+        .data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    let rows = 2;
+    let n = ids.len() / rows;
+    let x = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [rows, n]), &Default::default());
+    let got: Vec<f32> = back
+        .forward(ModelInput::new(x), None)
+        .into_data()
+        .iter::<f32>()
+        .collect();
+    let diff = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(diff < 1e-4, "logits vs transformers: {diff}");
+    let _ = std::fs::remove_file(out);
+}

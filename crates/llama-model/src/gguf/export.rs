@@ -11,9 +11,9 @@ use super::dequant::GgmlType;
 use super::names::{hf_to_gguf, permute_rows, rope_heads};
 use super::quantize::quantize;
 use super::reader::{GgufFile, MetaValue};
+use super::rope::rope_factors;
 use super::tokenizer::LLAMA3_SPLIT;
 use super::writer::GgufWriter;
-use crate::config::RopeScaling;
 use crate::error::{Error, Result};
 use crate::model::Llama;
 use crate::nn::linear::NamedTensor;
@@ -247,11 +247,6 @@ pub fn export_gguf<B: QuantBackend>(
     out: &Path,
 ) -> Result<()> {
     let c = model.config();
-    if c.rope_scaling != RopeScaling::None {
-        return Err(Error::InvalidArgument(
-            "export-gguf: Llama 3.1 RoPE scaling (rope_freqs) is not written yet".into(),
-        ));
-    }
     if quantize(ty, &[0.0; 32]).is_err() {
         return Err(Error::InvalidArgument(format!(
             "GGUF type {ty:?} is not written (choose F32, F16, BF16, Q8_0, Q4_0 or Q4_1)"
@@ -287,6 +282,12 @@ pub fn export_gguf<B: QuantBackend>(
         w.add_metadata(k, v)?;
     }
     let tensors = model.named_tensors();
+    // Llama 3.1-style scaling goes in as llama.cpp's per-frequency divisors, first.
+    let rope = rope_factors(c.rope_scaling, c.rope_theta, c.head_dim);
+    if let Some(f) = &rope {
+        w.add_tensor("rope_freqs.weight", &[f.len()], GgmlType::F32);
+    }
+    let skip = rope.is_some() as usize;
     let mut plan = Vec::with_capacity(tensors.len());
     for (key, t) in &tensors {
         let gname = hf_to_gguf(key).ok_or_else(|| {
@@ -308,6 +309,10 @@ pub fn export_gguf<B: QuantBackend>(
     }
     let (heads, kv) = (c.num_attention_heads, c.num_key_value_heads);
     w.write(out, |i| {
+        if let (Some(f), 0) = (&rope, i) {
+            return quantize(GgmlType::F32, f).map_err(Error::InvalidArgument);
+        }
+        let i = i - skip;
         let (key, shape, tty) = &plan[i];
         let data = match &tensors[i].1 {
             NamedTensor::D1(t) => t.to_data(),

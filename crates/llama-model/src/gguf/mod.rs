@@ -17,6 +17,7 @@ mod meta;
 mod names;
 mod quantize;
 mod reader;
+mod rope;
 mod source;
 mod tokenizer;
 mod writer;
@@ -30,6 +31,7 @@ pub use export::{export_gguf, tokenizer_metadata_from_gguf, tokenizer_metadata_f
 pub use names::{gguf_to_hf, hf_to_gguf, permute_rows, unpermute_rows};
 pub use quantize::quantize;
 pub use reader::{GgufFile, MetaValue, TensorInfo};
+pub use rope::{rope_factors, scaling_from_factors};
 pub use source::{GgufSource, config_from_gguf, is_gguf_path};
 pub use tokenizer::{GgufTokenizerFiles, tokenizer_files, tokenizer_from_gguf};
 pub use writer::GgufWriter;

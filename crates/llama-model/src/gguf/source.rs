@@ -9,6 +9,7 @@ use burn::tensor::TensorData;
 
 use super::names::{gguf_to_hf, rope_heads, unpermute_rows};
 use super::reader::GgufFile;
+use super::rope::scaling_from_factors;
 use crate::checkpoint::TensorSource;
 use crate::config::{LlamaConfig, RopeScaling};
 use crate::error::Result;
@@ -68,17 +69,22 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<LlamaConfig> {
             )));
         }
     }
-    if file.tensor("rope_freqs.weight").is_some() {
-        return Err(file.error(
-            "tensor `rope_freqs.weight` (Llama 3.1 RoPE frequency factors) is not supported when reading GGUF; convert from the Hugging Face checkpoint instead".into(),
-        ));
-    }
     let embd = file.tensor("token_embd.weight").ok_or_else(|| {
         file.error("missing tensor `token_embd.weight` (the token embedding)".into())
     })?;
     let vocab_size = match file.get_u64("llama.vocab_size")? {
         Some(v) => v as usize,
         None => embd.shape()[0],
+    };
+    let rope_theta = file.get_f64("llama.rope.freq_base")?.unwrap_or(10_000.0);
+    // Llama 3.1-style scaling: llama.cpp stores only the per-frequency divisors.
+    let rope_scaling = match file.tensor("rope_freqs.weight") {
+        None => RopeScaling::None,
+        Some(_) => {
+            let factors = file.dequantize("rope_freqs.weight")?;
+            scaling_from_factors(&factors, rope_theta, head_dim)
+                .map_err(|m| file.error(format!("tensor `rope_freqs.weight`: {m}")))?
+        }
     };
     let token = |key: &str| -> Result<Option<u32>> { Ok(file.get_u64(key)?.map(|v| v as u32)) };
     Ok(LlamaConfig {
@@ -91,8 +97,8 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<LlamaConfig> {
         rms_norm_eps: file
             .get_f64("llama.attention.layer_norm_rms_epsilon")?
             .unwrap_or(1e-5),
-        rope_theta: file.get_f64("llama.rope.freq_base")?.unwrap_or(10_000.0),
-        rope_scaling: RopeScaling::None,
+        rope_theta,
+        rope_scaling,
         max_position_embeddings: u("llama.context_length")?,
         vocab_size,
         tie_word_embeddings: file.tensor("output.weight").is_none(),
@@ -122,6 +128,9 @@ impl GgufSource {
         let config = config_from_gguf(&file)?;
         let mut names = HashMap::new();
         for t in file.tensors() {
+            if t.name == "rope_freqs.weight" {
+                continue; // read into the config
+            }
             let hf = gguf_to_hf(&t.name).ok_or_else(|| {
                 file.error(format!(
                     "tensor `{}` is not part of the Llama layout (expected token_embd, output_norm, output or blk.N.{{attn_norm,attn_q,attn_k,attn_v,attn_output,ffn_norm,ffn_gate,ffn_up,ffn_down}})",
