@@ -16,6 +16,7 @@ pub mod estimate;
 pub mod grads;
 pub mod loss;
 pub mod optim;
+pub mod plot;
 pub mod report;
 pub mod run;
 pub mod schedule;

@@ -14,7 +14,9 @@ use crate::error::{Error, Result};
 pub struct Metric {
     /// Optimizer step (1-based: the update just made).
     pub step: u64,
-    /// Training loss of the step, or the validation loss for `kind = "eval"`.
+    /// Training loss of the step, or the validation loss for `kind = "eval"` (`null` in the
+    /// file when not finite).
+    #[serde(deserialize_with = "nan_for_null")]
     pub loss: f64,
     /// `train` or `eval`.
     pub kind: String,
@@ -29,6 +31,11 @@ pub struct Metric {
     pub tokens: Option<usize>,
     /// Seconds since the start of the run.
     pub elapsed_s: f64,
+}
+
+/// JSON has no NaN: serde_json writes non-finite numbers as `null`; read them back as NaN.
+fn nan_for_null<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 /// Appends a line to `metrics.jsonl`.

@@ -421,6 +421,8 @@ where
         let card = crate::card::model_card(config, &config.model, &summary);
         crate::checkpoint::write_atomic(&out.join("README.md"), |tmp| std::fs::write(tmp, card))?;
     }
+    let metrics = report::read_metrics(&metrics_path, None)?;
+    crate::plot::loss_plot(&metrics, &run_dir.join("loss.png"))?;
     report::write_json(&run_dir.join("summary.json"), &summary)?;
     Ok(summary)
 }

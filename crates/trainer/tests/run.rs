@@ -201,6 +201,7 @@ fn a_run_leaves_a_peft_adapter_metrics_and_a_summary() {
         "adapter/adapter_config.json",
         "adapter/adapter_model.safetensors",
         "adapter/README.md",
+        "loss.png",
     ] {
         assert!(d.join(f).is_file(), "{f}");
     }
