@@ -28,14 +28,21 @@ pub fn causal_lm_loss<B: Backend>(
     labels: Tensor<B, 2, Int>,
     num_items: usize,
 ) -> Tensor<B, 1> {
-    let [b, s, v] = logits.dims();
-    let logp = log_softmax(logits.slice([0..b, 0..s - 1, 0..v]), 2);
-    let targets = labels.slice([0..b, 1..s]);
+    let [b, s, _] = logits.dims();
+    // Shift the (small) labels instead of slicing the (large) logits: position t is scored
+    // against label t + 1, the last position against nothing — no copy of `[b, s, vocab]`.
+    let device = labels.device();
+    let targets = Tensor::cat(
+        vec![
+            labels.slice([0..b, 1..s]),
+            Tensor::<B, 2, Int>::full([b, 1], IGNORE_INDEX, &device),
+        ],
+        1,
+    );
+    let logp = log_softmax(logits, 2);
     let keep = targets.clone().not_equal_elem(IGNORE_INDEX);
     let safe = targets.mask_fill(keep.clone().bool_not(), 0);
-    let picked = logp
-        .gather(2, safe.unsqueeze_dim::<3>(2))
-        .squeeze_dim::<2>(2);
+    let picked = logp.gather(2, safe.unsqueeze_dim::<3>(2)).squeeze_dim::<2>(2);
     let picked = picked.mask_fill(keep.bool_not(), 0.0);
     picked.sum().neg().div_scalar(num_items.max(1) as f32)
 }
