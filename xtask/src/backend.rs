@@ -117,6 +117,22 @@ pub fn spinner(msg: &str) -> indicatif::ProgressBar {
 
 /// Copies what a tokenizer and generation need, so the output directory is complete.
 pub fn copy_tokenizer_files(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
+    if llama_model::gguf::is_gguf_path(from) {
+        // A GGUF carries its tokenizer in the metadata: write it out as transformers' files.
+        let file = llama_model::gguf::GgufFile::open(from)?;
+        let files = llama_model::gguf::tokenizer_files(&file)?;
+        for (name, value) in [
+            ("tokenizer.json", &files.tokenizer_json),
+            ("tokenizer_config.json", &files.tokenizer_config),
+        ] {
+            let path = to.join(name);
+            let tmp = to.join(format!("{name}.tmp"));
+            std::fs::write(&tmp, serde_json::to_vec_pretty(value)?)
+                .with_context(|| format!("writing {}", tmp.display()))?;
+            std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+        }
+        return Ok(());
+    }
     for name in [
         "tokenizer.json",
         "tokenizer_config.json",

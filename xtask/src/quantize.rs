@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use llama_model::quant::{BnbMethod, QuantType};
 use llama_model::{
-    Llama, LlamaConfig, Projection, QuantBackend, QuantizeOptions, SafetensorsSource, SaveDtype,
-    TensorSource, load_pretrained_quantized, resolve_model_dir, save_checkpoint,
+    Llama, Projection, QuantBackend, QuantizeOptions, SafetensorsSource, SaveDtype, TensorSource,
+    load_pretrained_quantized, resolve_model_dir, save_checkpoint,
 };
 
 use crate::backend::{peak_rss_bytes, spinner};
@@ -77,16 +77,18 @@ pub fn run(args: Args) -> Result<()> {
             args.out.display()
         );
     }
-    let config = LlamaConfig::from_file(dir.join("config.json"))?;
-    let save_dtype = match (&args.dtype, config.torch_dtype.as_deref()) {
+    if let Some(d) = &args.dtype {
+        SaveDtype::parse(d)?;
+    }
+    let device = Default::default();
+    let pb = spinner(&format!("quantizing {} to {}", dir.display(), args.method));
+    let model: Llama<B> = load_pretrained_quantized(&dir, &opts, &device)?;
+    // The source's float dtype (config.json's, or the GGUF's as read) unless --dtype says.
+    let save_dtype = match (&args.dtype, model.config().torch_dtype.as_deref()) {
         (Some(d), _) => SaveDtype::parse(d)?,
         (None, Some(d)) => SaveDtype::parse(d).unwrap_or(SaveDtype::F32),
         (None, None) => SaveDtype::F32,
     };
-
-    let device = Default::default();
-    let pb = spinner(&format!("quantizing {} to {}", dir.display(), args.method));
-    let model: Llama<B> = load_pretrained_quantized(&dir, &opts, &device)?;
     let load_peak = peak_rss_bytes().unwrap_or(0);
     pb.set_message(format!("writing {}", args.out.display()));
     let files = save_checkpoint(&model, &args.out, save_dtype, None)?;

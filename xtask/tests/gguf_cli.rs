@@ -124,3 +124,33 @@ fn bad_gguf_input_is_one_error_line() {
     assert!(err.contains("--type q2_k"), "{err}");
     let _ = std::fs::remove_file(tmp);
 }
+
+#[test]
+fn quantize_a_gguf_writes_a_usable_directory_with_its_tokenizer() {
+    let gguf = gguf_fixture("tiny.gguf");
+    let out = std::env::temp_dir().join(format!("gguf-quantize-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    ok(&[
+        "quantize",
+        "--model",
+        gguf.to_str().unwrap(),
+        "--method",
+        "nf4",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    for f in ["tokenizer.json", "tokenizer_config.json", "config.json"] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    // The directory runs on its own: generate reads its tokenizer and weights.
+    ok(&[
+        "generate",
+        "--model",
+        out.to_str().unwrap(),
+        "--prompt",
+        "hello",
+        "--max-new-tokens",
+        "3",
+    ]);
+    std::fs::remove_dir_all(&out).unwrap();
+}
