@@ -39,15 +39,17 @@ def main():
     model = LlamaForCausalLM(cfg)
     model.init_weights()
     if args.method == "qlora":
-        import bitsandbytes as bnb  # noqa: F401
-        from transformers import BitsAndBytesConfig
-        from transformers.integrations import replace_with_bnb_linear
-        # Quantize the linear layers in place (NF4 + double quant) as from_pretrained would.
-        q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                               bnb_4bit_compute_dtype=torch.float32)
-        state = model.state_dict()
-        model = replace_with_bnb_linear(model, quantization_config=q)
-        model.load_state_dict(state, strict=False, assign=True)
+        import bitsandbytes as bnb
+        # Every linear layer but the LM head becomes an NF4 + double-quant Linear4bit (what
+        # from_pretrained(quantization_config=BitsAndBytesConfig(load_in_4bit=True, ...)) builds).
+        for name, mod in list(model.named_modules()):
+            for child_name, child in list(mod.named_children()):
+                if isinstance(child, torch.nn.Linear) and child_name != "lm_head":
+                    q = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=child.bias is not None,
+                                          compute_dtype=torch.float32, compress_statistics=True, quant_type="nf4")
+                    q.weight = bnb.nn.Params4bit(child.weight.data, requires_grad=False, compress_statistics=True,
+                                                 quant_type="nf4")._quantize("cpu")
+                    setattr(mod, child_name, q)
     lora = LoraConfig(r=args.rank, lora_alpha=2 * args.rank, target_modules="all-linear", lora_dropout=0.0)
     model = get_peft_model(model, lora)
     model.train()
