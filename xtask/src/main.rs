@@ -4,8 +4,8 @@
 mod backend;
 mod bench_model;
 mod bench_train;
-mod data;
 mod convert;
+mod data;
 mod estimate;
 mod eval;
 mod export_gguf;

@@ -106,17 +106,17 @@ impl<B: Backend> NamedGrads<B> {
     /// gradient is multiplied by `max_norm / (norm + 1e-6)`. Returns the norm before clipping.
     pub fn clip_global_norm(&mut self, max_norm: f64) -> f64 {
         let norm = self.global_norm();
+        self.clip_with_norm(norm, max_norm);
+        norm
+    }
+
+    /// [`NamedGrads::clip_global_norm`] with the global norm already computed.
+    pub fn clip_with_norm(&mut self, norm: f64, max_norm: f64) {
         let coef = max_norm / (norm + 1e-6);
         if coef < 1.0 {
             for g in self.grads.values_mut() {
                 *g = g.clone().mul_scalar(coef as f32);
             }
         }
-        norm
-    }
-
-    /// Whether every gradient is finite.
-    pub fn all_finite(&self) -> bool {
-        self.global_norm().is_finite()
     }
 }

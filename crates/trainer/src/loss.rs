@@ -42,7 +42,9 @@ pub fn causal_lm_loss<B: Backend>(
     let logp = log_softmax(logits, 2);
     let keep = targets.clone().not_equal_elem(IGNORE_INDEX);
     let safe = targets.mask_fill(keep.clone().bool_not(), 0);
-    let picked = logp.gather(2, safe.unsqueeze_dim::<3>(2)).squeeze_dim::<2>(2);
+    let picked = logp
+        .gather(2, safe.unsqueeze_dim::<3>(2))
+        .squeeze_dim::<2>(2);
     let picked = picked.mask_fill(keep.bool_not(), 0.0);
     picked.sum().neg().div_scalar(num_items.max(1) as f32)
 }

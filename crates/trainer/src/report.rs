@@ -33,6 +33,21 @@ pub struct Metric {
     pub elapsed_s: f64,
 }
 
+impl Metric {
+    /// A validation-loss line.
+    pub fn eval(step: u64, loss: f64, elapsed_s: f64) -> Self {
+        Self {
+            step,
+            loss,
+            kind: "eval".into(),
+            lr: None,
+            grad_norm: None,
+            tokens: None,
+            elapsed_s,
+        }
+    }
+}
+
 /// JSON has no NaN: serde_json writes non-finite numbers as `null`; read them back as NaN.
 fn nan_for_null<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
     Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))

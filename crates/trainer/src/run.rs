@@ -333,15 +333,7 @@ where
                 ));
                 report::append_metric(
                     &metrics_path,
-                    &Metric {
-                        step: state.step,
-                        loss: l,
-                        kind: "eval".into(),
-                        lr: None,
-                        grad_norm: None,
-                        tokens: None,
-                        elapsed_s: started.elapsed().as_secs_f64(),
-                    },
+                    &Metric::eval(state.step, l, started.elapsed().as_secs_f64()),
                 )?;
             }
         }
@@ -363,15 +355,7 @@ where
         ));
         report::append_metric(
             &metrics_path,
-            &Metric {
-                step: state.step,
-                loss: l,
-                kind: "eval".into(),
-                lr: None,
-                grad_norm: None,
-                tokens: None,
-                elapsed_s: started.elapsed().as_secs_f64(),
-            },
+            &Metric::eval(state.step, l, started.elapsed().as_secs_f64()),
         )?;
     }
     if !interrupted {

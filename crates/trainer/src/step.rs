@@ -56,7 +56,7 @@ where
         tokens += batch.real_tokens();
     }
     let norm = grads.global_norm();
-    let mut stats = StepStats {
+    let stats = StepStats {
         loss,
         grad_norm: norm,
         lr,
@@ -68,7 +68,7 @@ where
         return (model, stats);
     }
     if let Some(max) = max_grad_norm {
-        stats.grad_norm = grads.clip_global_norm(max);
+        grads.clip_with_norm(norm, max);
     }
     let model = optimizer.step(lr, model, &grads);
     (model, stats)
