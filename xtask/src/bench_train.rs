@@ -39,6 +39,9 @@ pub struct Args {
     /// Where to run.
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
     device: DeviceArg,
+    /// Activation checkpointing (decoder layers run again in the backward pass).
+    #[arg(long)]
+    gradient_checkpointing: bool,
 }
 
 fn shape(name: &str) -> Result<LlamaConfig> {
@@ -99,7 +102,11 @@ where
             segment_ids: None,
         };
         let t = Instant::now();
-        let (m, stats) = trainer::train_step(model, &[batch], &mut optimizer, 2e-4, Some(1.0));
+        let options = trainer::StepOptions {
+            gradient_checkpointing: args.gradient_checkpointing,
+            ..trainer::StepOptions::new(2e-4, Some(1.0))
+        };
+        let (m, stats) = trainer::train_step(model, &[batch], &mut optimizer, &options);
         model = m;
         // The step's loss is read on the host, so the device work is done when the clock stops.
         times.push(t.elapsed().as_secs_f64());
@@ -119,6 +126,7 @@ where
         rank: args.rank,
         weight_bytes: 4,
         dropout: false,
+        gradient_checkpointing: args.gradient_checkpointing,
     });
     let peak = peak_rss_bytes().unwrap_or(0);
     Ok(serde_json::json!({

@@ -29,6 +29,9 @@ pub struct Args {
     /// Adapter dropout in use.
     #[arg(long)]
     dropout: bool,
+    /// Activation checkpointing in use.
+    #[arg(long)]
+    gradient_checkpointing: bool,
     /// Memory available, e.g. 24GB or 80GiB: prints whether the run fits.
     #[arg(long)]
     gpu_memory: Option<String>,
@@ -84,6 +87,7 @@ pub fn run(args: Args) -> Result<()> {
         rank: args.rank,
         weight_bytes,
         dropout: args.dropout,
+        gradient_checkpointing: args.gradient_checkpointing,
     };
     let e = estimate(&input);
     let p = e.parameters;

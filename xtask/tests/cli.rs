@@ -62,7 +62,8 @@ fn eval_json_matches_transformers_loss() {
 
 #[test]
 fn eval_reads_jsonl_text_field() {
-    let dir = std::env::temp_dir().join(format!("xtask-cli-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("xtask-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let text = std::fs::read_to_string(fixtures().join("eval.txt")).unwrap();
     let jsonl: String = text
@@ -186,7 +187,8 @@ fn bad_input_is_one_error_line() {
 #[test]
 fn quantize_writes_a_checkpoint_that_eval_runs() {
     let src = fixtures().join("models/mha_untied");
-    let out = std::env::temp_dir().join(format!("xtask-quantize-{}", std::process::id()));
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("xtask-quantize-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     let run = xtask(&[
         "quantize",
@@ -256,7 +258,8 @@ fn quantize_writes_a_checkpoint_that_eval_runs() {
 #[test]
 fn quantize_rejects_bad_options_in_one_line() {
     let src = fixtures().join("models/mha_untied");
-    let out = std::env::temp_dir().join(format!("xtask-quantize-bad-{}", std::process::id()));
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("xtask-quantize-bad-{}", std::process::id()));
     for (args, needle) in [
         (vec!["--blocksize", "48"], "blocksize 48"),
         (vec!["--method", "q3"], "--method q3"),
@@ -392,7 +395,8 @@ fn merge_writes_a_dense_checkpoint_with_the_adapter_loss() {
     let data = fixtures().join("eval.txt");
     let base = fixtures().join("models/mha_untied");
     let adapter = fixtures().join("../../../peft/tests/fixtures/lora_qv");
-    let out = std::env::temp_dir().join(format!("xtask-merge-{}", std::process::id()));
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("xtask-merge-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     let run = xtask(&[
         "merge",
@@ -496,7 +500,8 @@ fn merge_onto_the_float_weights_of_a_4bit_base() {
     let nf4 = fixtures().join("../../../quant/tests/fixtures/models/mha_untied_nf4_dq");
     let float = fixtures().join("models/mha_untied");
     let adapter = fixtures().join("../../../peft/tests/fixtures/qlora_all_linear");
-    let out = std::env::temp_dir().join(format!("xtask-merge-float-{}", std::process::id()));
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("xtask-merge-float-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     let run = xtask(&[
         "merge",
@@ -532,7 +537,8 @@ fn merge_onto_the_float_weights_of_a_4bit_base() {
 fn merge_requantize_keeps_the_model_4bit_and_reports_rounding() {
     let nf4 = fixtures().join("../../../quant/tests/fixtures/models/mha_untied_nf4_dq");
     let adapter = fixtures().join("../../../peft/tests/fixtures/qlora_all_linear");
-    let out = std::env::temp_dir().join(format!("xtask-merge-requant-{}", std::process::id()));
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("xtask-merge-requant-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     let run = xtask(&[
         "merge",

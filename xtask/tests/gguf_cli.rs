@@ -37,7 +37,8 @@ fn eval_loss(model: &str, data: &str) -> f64 {
 
 #[test]
 fn convert_and_export_round_trip() {
-    let tmp = std::env::temp_dir().join(format!("xtask-gguf-{}", std::process::id()));
+    let tmp = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("xtask-gguf-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).unwrap();
     let data = tmp.join("data.txt");
@@ -101,7 +102,8 @@ fn convert_and_export_round_trip() {
 
 #[test]
 fn bad_gguf_input_is_one_error_line() {
-    let tmp = std::env::temp_dir().join(format!("xtask-bad-{}.gguf", std::process::id()));
+    let tmp = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("xtask-bad-{}.gguf", std::process::id()));
     std::fs::write(&tmp, b"GGUF\x03\x00\x00\x00").unwrap();
     let path = tmp.to_str().unwrap();
     let out = xtask(&["generate", "--model", path, "--prompt", "hi"]);
@@ -128,7 +130,8 @@ fn bad_gguf_input_is_one_error_line() {
 #[test]
 fn quantize_a_gguf_writes_a_usable_directory_with_its_tokenizer() {
     let gguf = gguf_fixture("tiny.gguf");
-    let out = std::env::temp_dir().join(format!("gguf-quantize-{}", std::process::id()));
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("gguf-quantize-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     ok(&[
         "quantize",

@@ -169,7 +169,7 @@ fn bad_options_are_refused() {
         ..Default::default()
     };
     // The parity tokenizers have a chat template; a bare tokenizer.json has none.
-    let dir = std::env::temp_dir().join("data-bad-options");
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("data-bad-options");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::copy(
         fixtures().join("tokenizers/chatml/tokenizer.json"),

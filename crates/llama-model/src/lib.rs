@@ -37,7 +37,7 @@ pub use checkpoint::{RandomSource, SafetensorsSource, SaveDtype, TensorSource, s
 pub use config::{LlamaConfig, RopeScaling};
 pub use error::{Error, Result};
 pub use generate::{GenerationConfig, generate};
-pub use model::{Llama, ModelInput};
+pub use model::{LayerInputs, Llama, ModelInput};
 pub use nn::linear::{NamedTensor, Projection};
 pub use peft;
 pub use pretrained::{load_pretrained, load_pretrained_quantized, resolve_model_dir};

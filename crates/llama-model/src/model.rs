@@ -40,6 +40,15 @@ pub struct Llama<B: Backend> {
     config: LlamaConfig,
 }
 
+/// What every decoder layer of one pass shares: the rotary tables of its positions and the
+/// attention bias (causal, padding, segments). See [`Llama::layer_inputs`].
+#[derive(Debug, Clone)]
+pub struct LayerInputs<B: Backend> {
+    cos: Tensor<B, 4>,
+    sin: Tensor<B, 4>,
+    bias: Option<Tensor<B, 4>>,
+}
+
 /// The inputs of one forward pass.
 #[derive(Debug, Clone)]
 pub struct ModelInput<B: Backend> {
@@ -260,21 +269,14 @@ impl<B: QuantBackend> Llama<B> {
         &self.config
     }
 
-    /// Final hidden states (after the last norm).
-    ///
-    /// # Shapes
-    /// - `input.input_ids`: `[batch, seq]` -> `[batch, seq, hidden]`
-    pub fn forward_hidden(
-        &self,
-        input: ModelInput<B>,
-        mut cache: Option<&mut KvCache<B>>,
-    ) -> Tensor<B, 3> {
+    /// Rotary tables and attention bias for a pass over `input` that starts `past` positions
+    /// into the sequence.
+    fn pass_inputs(&self, input: &ModelInput<B>, past: usize) -> LayerInputs<B> {
         let device = input.input_ids.device();
         let [b, s] = input.input_ids.dims();
-        let past = cache.as_ref().map_or(0, |c| c.len());
         let total = past + s;
-        let position_ids = match (input.position_ids, &input.attention_mask) {
-            (Some(p), _) => p,
+        let position_ids = match (&input.position_ids, &input.attention_mask) {
+            (Some(p), _) => p.clone(),
             (None, Some(mask)) => {
                 let pos = mask.clone().cumsum(1) - 1;
                 let pos = pos.mask_fill(mask.clone().equal_elem(0), 1);
@@ -284,19 +286,68 @@ impl<B: QuantBackend> Llama<B> {
                 .reshape([1, s])
                 .expand([b, s]),
         };
-        let mut bias = attention_bias::<B>(input.attention_mask, b, s, past, &device);
-        if let Some(seg) = input.segment_ids {
-            let seg = segment_bias::<B>(seg, s, past, &device);
+        let mut bias = attention_bias::<B>(input.attention_mask.clone(), b, s, past, &device);
+        if let Some(seg) = &input.segment_ids {
+            let seg = segment_bias::<B>(seg.clone(), s, past, &device);
             bias = Some(match bias {
                 Some(b) => b + seg,
                 None => seg,
             });
         }
         let (cos, sin) = self.rope.cos_sin(position_ids);
-        let mut x = embedding(self.embed_tokens.val(), input.input_ids);
+        LayerInputs { cos, sin, bias }
+    }
+
+    /// What every decoder layer of an uncached pass over `input` shares (rotary tables,
+    /// attention bias), for running the layers one at a time with [`Llama::layer_forward`]
+    /// (activation checkpointing does).
+    pub fn layer_inputs(&self, input: &ModelInput<B>) -> LayerInputs<B> {
+        self.pass_inputs(input, 0)
+    }
+
+    /// Token embeddings.
+    ///
+    /// # Shapes
+    /// - `input_ids`: `[batch, seq]` -> `[batch, seq, hidden]`
+    pub fn embed(&self, input_ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        embedding(self.embed_tokens.val(), input_ids)
+    }
+
+    /// Decoder layer `index` alone, without a cache.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, seq, hidden]` -> `[batch, seq, hidden]`
+    pub fn layer_forward(
+        &self,
+        index: usize,
+        x: Tensor<B, 3>,
+        inputs: &LayerInputs<B>,
+    ) -> Tensor<B, 3> {
+        self.layers[index].forward(x, &inputs.cos, &inputs.sin, inputs.bias.as_ref(), None)
+    }
+
+    /// Final hidden states (after the last norm).
+    ///
+    /// # Shapes
+    /// - `input.input_ids`: `[batch, seq]` -> `[batch, seq, hidden]`
+    pub fn forward_hidden(
+        &self,
+        input: ModelInput<B>,
+        mut cache: Option<&mut KvCache<B>>,
+    ) -> Tensor<B, 3> {
+        let s = input.input_ids.dims()[1];
+        let past = cache.as_ref().map_or(0, |c| c.len());
+        let inputs = self.pass_inputs(&input, past);
+        let mut x = self.embed(input.input_ids);
         for (l, layer) in self.layers.iter().enumerate() {
             let layer_cache = cache.as_deref_mut().map(|c| (c.layer(l), past));
-            x = layer.forward(x, &cos, &sin, bias.as_ref(), layer_cache);
+            x = layer.forward(
+                x,
+                &inputs.cos,
+                &inputs.sin,
+                inputs.bias.as_ref(),
+                layer_cache,
+            );
         }
         if let Some(cache) = cache {
             cache.advance(s);

@@ -20,7 +20,8 @@ fn base() -> llama_model::Llama<B> {
 /// A copy of the PEFT fixture `lora_qv` in a scratch directory, to be broken by `edit`.
 fn broken(tag: &str, edit: impl FnOnce(&Path)) -> PathBuf {
     let src = root().join("crates/peft/tests/fixtures/lora_qv");
-    let dir = std::env::temp_dir().join(format!("bad-adapter-{tag}-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("bad-adapter-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     for f in ["adapter_config.json", "adapter_model.safetensors"] {

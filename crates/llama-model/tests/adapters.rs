@@ -120,7 +120,8 @@ fn saved_adapters_are_peft_files_tensor_for_tensor() {
         let base = base_of(&dir);
         let mut model = load_pretrained::<B>(&base, &Default::default()).unwrap();
         let config = load_adapter(&mut model, &dir).unwrap();
-        let out = std::env::temp_dir().join(format!("adapter-save-{name}-{}", std::process::id()));
+        let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("adapter-save-{name}-{}", std::process::id()));
         llama_model::save_adapter(&model, &config, &out).unwrap();
         let (ours, theirs) = (
             std::fs::read(out.join("adapter_model.safetensors")).unwrap(),
@@ -224,7 +225,8 @@ fn merged_checkpoints_reload_to_the_adapter_logits() {
             model.config().quantization.is_none(),
             "{name}: fully dense after merging"
         );
-        let out = std::env::temp_dir().join(format!("merged-{name}-{}", std::process::id()));
+        let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("merged-{name}-{}", std::process::id()));
         llama_model::save_checkpoint(&model, &out, llama_model::SaveDtype::F32, None).unwrap();
         let reloaded = load_pretrained::<B>(&out, &Default::default()).unwrap();
         let expected = std::fs::read(dir.join("expected.safetensors")).unwrap();

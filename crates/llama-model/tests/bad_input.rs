@@ -10,7 +10,8 @@ use llama_model::{GenerationConfig, LlamaTokenizer, generate, load_pretrained};
 
 /// A private copy of a fixture checkpoint that a test may damage.
 fn scratch(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("llama-bad-input-{tag}-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("llama-bad-input-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     for entry in std::fs::read_dir(model_dir("mha_untied")).unwrap() {
@@ -199,7 +200,8 @@ fn wrong_dtype() {
 
 #[test]
 fn missing_shard_listed_in_index() {
-    let dir = std::env::temp_dir().join(format!("llama-bad-input-shard-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("llama-bad-input-shard-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     for entry in std::fs::read_dir(model_dir("sharded_bias")).unwrap() {

@@ -109,7 +109,8 @@ fn metadata_of_every_value_type() {
 fn edited(tag: &str, edit: impl FnOnce(&mut Vec<u8>)) -> PathBuf {
     let mut bytes = std::fs::read(fixture("dequant.gguf")).unwrap();
     edit(&mut bytes);
-    let path = std::env::temp_dir().join(format!("gguf-{tag}-{}.gguf", std::process::id()));
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("gguf-{tag}-{}.gguf", std::process::id()));
     std::fs::write(&path, bytes).unwrap();
     path
 }

@@ -132,7 +132,8 @@ fn pissa_matches_peft_and_saves_an_adapter_for_the_original_model() {
 
         // Saved for the original model: PEFT's converted config, and it reproduces the trained
         // model on the untouched base.
-        let dir = std::env::temp_dir().join(format!("pissa-{name}-{}", std::process::id()));
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("pissa-{name}-{}", std::process::id()));
         save_adapter(&model, &config, &dir).unwrap();
         let saved: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.join("adapter_config.json")).unwrap())

@@ -197,7 +197,7 @@ fn quantizing_while_loading_writes_what_transformers_wrote() {
 }
 
 fn tempdir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
         "llama-model-quantized-{tag}-{}",
         std::process::id()
     ));

@@ -23,7 +23,8 @@ fn tampered(
     edit: impl Fn(&str, Dtype, Vec<usize>, Vec<u8>) -> Option<(Dtype, Vec<usize>, Vec<u8>)>,
 ) -> PathBuf {
     let src = fixture(name);
-    let dir = std::env::temp_dir().join(format!("quant-bad-{tag}-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("quant-bad-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     for f in ["config.json", "tokenizer.json", "tokenizer_config.json"] {
@@ -162,7 +163,8 @@ fn unsupported_quant_method_in_config() {
 #[test]
 fn non_finite_weights_are_not_quantized() {
     let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/mha_untied");
-    let dir = std::env::temp_dir().join(format!("quant-bad-nan-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("quant-bad-nan-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::copy(src.join("config.json"), dir.join("config.json")).unwrap();

@@ -141,6 +141,10 @@ pub struct TrainConfig {
     pub group_by_length: bool,
     /// Train on prompt tokens too.
     pub train_on_prompt: bool,
+    /// Activation (gradient) checkpointing: keep only each decoder layer's input in the forward
+    /// pass and run the layer again in the backward pass (less memory, about a third more
+    /// compute), as transformers' `gradient_checkpointing`.
+    pub gradient_checkpointing: bool,
     /// AdamW.
     pub optimizer: AdamWConfig,
     /// Learning-rate schedule after warmup.
@@ -159,7 +163,8 @@ pub struct TrainConfig {
     pub keep_checkpoints: usize,
     /// NaN/Inf loss or gradient.
     pub on_non_finite: OnNonFinite,
-    /// Prompts answered before and after training (chat template, greedy).
+    /// Prompts answered before and after training and at every evaluation (chat template,
+    /// greedy).
     pub sample_prompts: Vec<String>,
     /// New tokens per sample answer.
     pub sample_tokens: usize,
@@ -189,6 +194,7 @@ impl Default for TrainConfig {
             packing: false,
             group_by_length: false,
             train_on_prompt: false,
+            gradient_checkpointing: false,
             optimizer: AdamWConfig::default(),
             schedule: ScheduleKind::Cosine,
             warmup_steps: 5,

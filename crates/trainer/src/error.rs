@@ -27,6 +27,9 @@ pub enum Error {
     /// The loss or a gradient is NaN or infinite.
     #[error("{0}")]
     NonFinite(String),
+    /// The accelerator ran out of memory; the message names the batch and what to change.
+    #[error("{0}")]
+    OutOfMemory(String),
     /// From the model crate.
     #[error(transparent)]
     Model(#[from] llama_model::Error),

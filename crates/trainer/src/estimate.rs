@@ -25,6 +25,9 @@ pub struct EstimateInput {
     pub weight_bytes: usize,
     /// Adapter dropout (> 0 keeps a mask and a dropped copy of each adapter input).
     pub dropout: bool,
+    /// Activation checkpointing: the backward pass keeps each layer's input and one layer's
+    /// activations at a time.
+    pub gradient_checkpointing: bool,
 }
 
 /// One line of the breakdown.
@@ -113,12 +116,20 @@ pub fn estimate(input: &EstimateInput) -> Estimate {
     };
     let per_token_layer = 4 * h + 2 * q + 2 * kv + q + 5 * i + lora_per_token;
     let attention = input.batch as u64 * heads * s * s * 2;
-    let activations = 4 * (l * (t * per_token_layer + attention) + t * 2 * h);
-    // Logits, their log-softmax and its gradient; for a quantized base the largest dequantized
-    // weight twice (forward and the backward's re-dequantization); full training holds the
-    // gradient of the largest matrix while it is added.
+    let one_layer = t * per_token_layer + attention;
+    let activations = if input.gradient_checkpointing {
+        // Each layer's input, and the tape of the one layer being recomputed.
+        4 * (l * t * h + one_layer + t * 2 * h)
+    } else {
+        4 * (l * one_layer + t * 2 * h)
+    };
+    // The chunked loss: a chunk of logits, their exponentials and their gradient
+    // (`default_chunk_rows` rows), and the hidden states' gradient; for a quantized base the
+    // largest dequantized weight twice (forward and the backward's re-dequantization); full
+    // training holds the gradient of the largest matrix while it is added.
     let largest = [h * q, h * kv, h * i, v * h].into_iter().max().unwrap_or(0);
-    let logits = 3 * t * v * 4;
+    let chunk = (crate::loss::default_chunk_rows(m.vocab_size) as u64).min(t);
+    let logits = 3 * chunk * v * 4 + 2 * t * h * 4;
     let dequant = if input.method == Method::Qlora {
         2 * h.max(q) * i.max(q) * 4
     } else {
@@ -195,6 +206,7 @@ mod tests {
             rank: 16,
             weight_bytes,
             dropout: false,
+            gradient_checkpointing: false,
         }
     }
 

@@ -6,7 +6,8 @@
 //! - [`NamedGrads`]: gradients accumulated over micro-batches and clipped by their global norm
 //!   (`torch.nn.utils.clip_grad_norm_`).
 //! - [`causal_lm_loss`]: transformers' loss (labels -100 ignored, divided by the tokens of the
-//!   whole accumulated batch).
+//!   whole accumulated batch); [`loss_and_grads`] computes it a chunk of positions at a time
+//!   with its gradient written out, never holding the `[batch, seq, vocab]` logits.
 
 pub mod card;
 pub mod checkpoint;
@@ -15,6 +16,7 @@ pub mod error;
 pub mod estimate;
 pub mod grads;
 pub mod loss;
+pub mod oom;
 pub mod optim;
 pub mod plot;
 pub mod report;
@@ -28,9 +30,12 @@ pub use config::{LoraSection, Method, OnNonFinite, QuantSection, TrainConfig};
 pub use error::{Error, Result};
 pub use estimate::{Estimate, EstimateInput, estimate};
 pub use grads::NamedGrads;
-pub use loss::{IGNORE_INDEX, causal_lm_loss, count_targets};
+pub use loss::{
+    IGNORE_INDEX, causal_lm_loss, count_targets, default_chunk_rows, head_loss, loss_and_grads,
+    summed_lm_loss,
+};
 pub use optim::{AdamW, AdamWConfig};
 pub use report::{Metric, Summary, TrainerState};
 pub use run::{Observer, Quiet, RunPaths, evaluate, run, sample};
 pub use schedule::{Schedule, ScheduleKind};
-pub use step::{StepStats, train_step};
+pub use step::{StepOptions, StepStats, checkpointed_backward, train_step};

@@ -7,19 +7,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
-use burn::tensor::ElementConversion;
 use burn::tensor::backend::AutodiffBackend;
 use data::{Batch, Loader, LoaderConfig, Position};
 use llama_model::{GenerationConfig, Llama, LlamaTokenizer, Message, QuantBackend};
 
 use crate::config::{Method, OnNonFinite, TrainConfig};
 use crate::error::{Error, Result};
-use crate::loss::{causal_lm_loss, count_targets};
+use crate::loss::{count_targets, default_chunk_rows, summed_lm_loss};
 use crate::optim::AdamW;
 use crate::report::{self, Metric, Summary, TrainerState};
 use crate::schedule::Schedule;
 use crate::setup::{self, Splits};
-use crate::step::{StepStats, train_step};
+use crate::step::{StepOptions, StepStats, train_step};
 
 /// Where a run reports progress (the CLI draws a progress bar; tests collect).
 pub trait Observer {
@@ -58,9 +57,8 @@ pub fn evaluate<B: QuantBackend>(model: &Llama<B>, batches: &[Batch]) -> Option<
             continue;
         }
         let t = b.to_tensors::<B>(&device);
-        let loss = causal_lm_loss(model.forward(t.model_input(), None), t.labels, 1);
-        let v: f32 = loss.into_scalar().elem();
-        total += f64::from(v);
+        let chunk = default_chunk_rows(model.config().vocab_size);
+        total += summed_lm_loss(model, t.model_input(), &b.labels, b.seq, chunk);
         count += n;
     }
     (count > 0).then(|| total / count as f64)
@@ -89,6 +87,53 @@ pub fn sample<B: QuantBackend>(
         out.push(tokenizer.decode(&new[0], true)?.trim().to_string());
     }
     Ok(out)
+}
+
+/// The out-of-memory error of a step: what ran out, at which sizes, and what to change.
+fn out_of_memory_advice(config: &TrainConfig, window: &[Batch], step: u64, reason: &str) -> String {
+    let rows = window
+        .iter()
+        .map(|b| b.rows)
+        .max()
+        .unwrap_or(config.batch_size);
+    let seq = window
+        .iter()
+        .map(|b| b.seq)
+        .max()
+        .unwrap_or(config.max_seq_len);
+    let mut tips = Vec::new();
+    if config.batch_size > 1 {
+        tips.push(format!(
+            "--batch-size {} --grad-accum {} (same effective batch)",
+            config.batch_size.div_ceil(2),
+            config.grad_accum * 2
+        ));
+    }
+    if !config.gradient_checkpointing {
+        tips.push("--gradient-checkpointing".into());
+    }
+    tips.push(format!(
+        "a shorter --max-seq-len (now {})",
+        config.max_seq_len
+    ));
+    if config.method != Method::Qlora {
+        tips.push("--method qlora (4-bit base)".into());
+    }
+    format!(
+        "out of device memory at step {step}: micro-batch of {rows} rows x {seq} tokens \
+         (batch_size {}, grad_accum {}, max_seq_len {}, method {:?}){}. \
+         Try {}; `cargo xtask estimate` shows what fits ({reason})",
+        config.batch_size,
+        config.grad_accum,
+        config.max_seq_len,
+        config.method,
+        if config.gradient_checkpointing {
+            ", gradient checkpointing on"
+        } else {
+            ""
+        },
+        tips.join(", or ")
+    )
 }
 
 fn save_weights<B: AutodiffBackend + QuantBackend>(
@@ -277,9 +322,18 @@ where
         // Dropout draws from the backend's generator: seeding it per step makes a resumed run
         // draw what the uninterrupted one drew.
         B::seed(device, config.seed.wrapping_add(state.step));
-        let lr = config.optimizer.lr * schedule.factor(state.step);
-        let clip = (config.max_grad_norm > 0.0).then_some(config.max_grad_norm);
-        let (m, stats) = train_step(model, &window, &mut optimizer, lr, clip);
+        let options = StepOptions {
+            lr: config.optimizer.lr * schedule.factor(state.step),
+            max_grad_norm: (config.max_grad_norm > 0.0).then_some(config.max_grad_norm),
+            gradient_checkpointing: config.gradient_checkpointing,
+            seed: config.seed.wrapping_add(state.step),
+        };
+        let step = state.step + 1;
+        let (m, stats) = crate::oom::catch_out_of_memory(
+            || train_step(model, &window, &mut optimizer, &options),
+            |reason| out_of_memory_advice(config, &window, step, reason),
+        )
+        .map_err(Error::OutOfMemory)?;
         model = m;
         if !stats.finite {
             match config.on_non_finite {
@@ -335,6 +389,14 @@ where
                     &metrics_path,
                     &Metric::eval(state.step, l, started.elapsed().as_secs_f64()),
                 )?;
+            }
+            for (p, a) in config.sample_prompts.iter().zip(sample(
+                &model.clone().valid(),
+                &tokenizer,
+                &config.sample_prompts,
+                config.sample_tokens,
+            )?) {
+                observer.info(&format!("step {} | {p} -> {a}", state.step));
             }
         }
         if config.save_every > 0

@@ -31,7 +31,8 @@ fn example_configs_are_valid() {
 
 #[test]
 fn unknown_keys_are_errors_with_the_file_and_key() {
-    let path = std::env::temp_dir().join(format!("bad-config-{}.toml", std::process::id()));
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("bad-config-{}.toml", std::process::id()));
     std::fs::write(&path, "max_steps = 10\nlearning_rate = 1e-4\n").unwrap();
     let e = trainer::TrainConfig::from_file(&path)
         .unwrap_err()

@@ -12,7 +12,9 @@ use burn_autodiff::Autodiff;
 use data::Batch;
 use llama_model::{Llama, Projection, load_adapter, load_pretrained};
 use safetensors::SafeTensors;
-use trainer::{AdamW, AdamWConfig, NamedGrads, Schedule, ScheduleKind, causal_lm_loss, train_step};
+use trainer::{
+    AdamW, AdamWConfig, NamedGrads, Schedule, ScheduleKind, StepOptions, causal_lm_loss, train_step,
+};
 
 type Ad = Autodiff<burn_flex::Flex>;
 
@@ -191,7 +193,12 @@ fn ten_steps_match_pytorch_and_leave_the_base_bit_identical() {
             .map(|k| micro[(step as usize * accum + k) % micro.len()].clone())
             .collect();
         let step_lr = lr * schedule.factor(step);
-        let (m, stats) = train_step(model, &window, &mut optimizer, step_lr, Some(1.0));
+        let (m, stats) = train_step(
+            model,
+            &window,
+            &mut optimizer,
+            &StepOptions::new(step_lr, Some(1.0)),
+        );
         model = m;
         let want = |k: &str| summary[k][step as usize].as_f64().unwrap();
         assert!(stats.finite);

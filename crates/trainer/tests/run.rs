@@ -89,10 +89,16 @@ fn train_losses(run_dir: &Path) -> Vec<(u64, u64)> {
 }
 
 fn check_resume(method: Method, tag: &str) {
+    check_resume_with(method, tag, false);
+}
+
+fn check_resume_with(method: Method, tag: &str, gradient_checkpointing: bool) {
     let _turn = serial();
-    let tmp = std::env::temp_dir().join(format!("trainer-resume-{tag}-{}", std::process::id()));
+    let tmp = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("trainer-resume-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
-    let cfg = config(&tmp, method);
+    let mut cfg = config(&tmp, method);
+    cfg.gradient_checkpointing = gradient_checkpointing;
     let whole = RunPaths {
         model: model(),
         run_dir: tmp.join("whole"),
@@ -169,10 +175,17 @@ fn full_resume_is_bit_identical() {
     check_resume(Method::Full, "full");
 }
 
+/// With activation checkpointing (layers run twice, dropout reseeded per layer) too.
+#[test]
+fn checkpointed_qlora_resume_is_bit_identical() {
+    check_resume_with(Method::Qlora, "qlora-ckpt", true);
+}
+
 #[test]
 fn a_run_leaves_a_peft_adapter_metrics_and_a_summary() {
     let _turn = serial();
-    let tmp = std::env::temp_dir().join(format!("trainer-outputs-{}", std::process::id()));
+    let tmp = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("trainer-outputs-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     let cfg = TrainConfig {
         save_every: 2,
@@ -238,7 +251,8 @@ fn a_run_leaves_a_peft_adapter_metrics_and_a_summary() {
 #[test]
 fn a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint() {
     let _turn = serial();
-    let tmp = std::env::temp_dir().join(format!("trainer-nan-{}", std::process::id()));
+    let tmp = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("trainer-nan-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     // An absurd learning rate: the first update is finite, after it the loss overflows.
     let mut cfg = TrainConfig {
