@@ -96,7 +96,7 @@ fn default_run() -> TrainConfig {
         max_seq_len: 256,
         group_by_length: true,
         warmup_steps: 3,
-        eval_every: 0,
+        eval_every: 15,
         eval_batches: 4,
         save_every: 15,
         sample_tokens: 32,

@@ -102,6 +102,7 @@ pub fn estimate(input: &EstimateInput) -> Estimate {
     // outputs, q/k/v and their rotated copies, the attention output, the MLP's gate, up, SiLU
     // and product, the adapters' rank-r intermediates (and, with dropout, a mask and a dropped
     // copy of each adapter input); per row the softmax probabilities and scores (heads·s²).
+    // With checkpointing only each layer's input stays; one layer's tape is rebuilt at a time.
     let t = (input.batch * input.seq_len) as u64;
     let s = input.seq_len as u64;
     let lora_per_token = if input.method == Method::Full {
@@ -117,25 +118,26 @@ pub fn estimate(input: &EstimateInput) -> Estimate {
     let per_token_layer = 4 * h + 2 * q + 2 * kv + q + 5 * i + lora_per_token;
     let attention = input.batch as u64 * heads * s * s * 2;
     let one_layer = t * per_token_layer + attention;
-    let activations = if input.gradient_checkpointing {
-        // Each layer's input, and the tape of the one layer being recomputed.
-        4 * (l * t * h + one_layer + t * 2 * h)
-    } else {
-        4 * (l * one_layer + t * 2 * h)
-    };
-    // The chunked loss: a chunk of logits, their exponentials and their gradient
-    // (`default_chunk_rows` rows), and the hidden states' gradient; for a quantized base the
-    // largest dequantized weight twice (forward and the backward's re-dequantization); full
-    // training holds the gradient of the largest matrix while it is added.
-    let largest = [h * q, h * kv, h * i, v * h].into_iter().max().unwrap_or(0);
+    // The chunked loss: two chunks of logits-sized buffers alive at once (logits / their
+    // exponentials, the gradient) of `default_chunk_rows` rows, and the hidden states' gradient.
     let chunk = (crate::loss::default_chunk_rows(m.vocab_size) as u64).min(t);
-    let logits = 3 * chunk * v * 4 + 2 * t * h * 4;
+    let loss = 4 * (2 * chunk * v + 2 * t * h);
+    let (activations, loss_or_layer) = if input.gradient_checkpointing {
+        // Each layer's input; the loss and then one layer's tape at a time, never both.
+        (4 * (l * t * h + t * 2 * h), loss.max(4 * one_layer))
+    } else {
+        (4 * (l * one_layer + t * 2 * h), loss)
+    };
+    // For a quantized base the largest dequantized weight twice (forward and the backward's
+    // re-dequantization); full training holds the gradient of the largest matrix while it is
+    // added.
+    let largest = [h * q, h * kv, h * i, v * h].into_iter().max().unwrap_or(0);
     let dequant = if input.method == Method::Qlora {
         2 * h.max(q) * i.max(q) * 4
     } else {
         0
     };
-    let workspace = logits
+    let workspace = loss_or_layer
         + dequant
         + if input.method == Method::Full {
             largest * 4

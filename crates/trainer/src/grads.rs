@@ -89,17 +89,15 @@ impl<B: Backend> NamedGrads<B> {
         module.visit(&mut c);
     }
 
-    /// The global L2 norm over all gradients (as one vector), computed in f64 on the host from
-    /// per-tensor sums of squares.
+    /// The global L2 norm over all gradients (as one vector): per-tensor sums of squares added
+    /// on the device, one read back to the host.
     pub fn global_norm(&self) -> f64 {
-        self.grads
-            .values()
-            .map(|g| {
-                let s: f32 = g.clone().powi_scalar(2).sum().into_scalar().elem();
-                f64::from(s)
-            })
-            .sum::<f64>()
-            .sqrt()
+        let mut squares = self.grads.values().map(|g| g.clone().powi_scalar(2).sum());
+        let Some(first) = squares.next() else {
+            return 0.0;
+        };
+        let total: f32 = squares.fold(first, |a, b| a + b).into_scalar().elem();
+        f64::from(total).sqrt()
     }
 
     /// `clip_grad_norm_(params, max_norm)`: when the global norm exceeds `max_norm`, every

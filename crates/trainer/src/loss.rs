@@ -52,11 +52,14 @@ pub fn causal_lm_loss<B: Backend>(
     picked.sum().neg().div_scalar(num_items.max(1) as f32)
 }
 
-/// Logit elements per chunk of the chunked loss (rows x vocabulary): 8 Mi floats, 32 MiB.
-const CHUNK_ELEMENTS: usize = 8 << 20;
+/// Logit elements per chunk of the chunked loss (rows x vocabulary): 16 Mi floats, 64 MiB.
+/// Measured on 2 CPU cores (docs/benchmarks.md): 8 Mi made the Llama-3.2-1B step 4% slower (the
+/// 1 GB tied head is streamed through the gemm once per chunk), 32 Mi was no faster and held
+/// 130 MB more.
+const CHUNK_ELEMENTS: usize = 16 << 20;
 
-/// Rows per chunk of the chunked loss for a vocabulary of `vocab`: 32 MiB of f32 logits
-/// (256 rows of a 32k vocabulary, 64 of Llama 3's 128k), at least 16.
+/// Rows per chunk of the chunked loss for a vocabulary of `vocab`: 64 MiB of f32 logits
+/// (524 rows of a 32k vocabulary, 130 of Llama 3's 128k), at least 16.
 pub fn default_chunk_rows(vocab: usize) -> usize {
     (CHUNK_ELEMENTS / vocab.max(1)).max(16)
 }
@@ -104,14 +107,18 @@ impl<B: Backend> Head<B> {
     fn logits(&self, h: Tensor<B, 2>) -> Tensor<B, 2> {
         match self {
             Head::Dense(w) => h.matmul(w.clone()),
-            Head::Tied(e) => h.matmul(e.clone().transpose()),
+            // `E hᵀ`, then transposed: the `[vocab, hidden]` embedding stays the contiguous
+            // operand (through a transposed view the gemm repacks all of it on every call,
+            // 1 GB for Llama 3's vocabulary); only the chunk of logits is copied.
+            Head::Tied(e) => contiguous(e.clone().matmul(h.transpose()).transpose()),
         }
     }
 
     /// `[rows, vocab]` -> `[rows, hidden]`: the gradient of the hidden states.
     fn back(&self, g: Tensor<B, 2>) -> Tensor<B, 2> {
         match self {
-            Head::Dense(w) => g.matmul(w.clone().transpose()),
+            // `(W gᵀ)ᵀ`: the `[hidden, vocab]` weight stays the contiguous operand (see `logits`).
+            Head::Dense(w) => contiguous(w.clone().matmul(g.transpose()).transpose()),
             Head::Tied(e) => g.matmul(e.clone()),
         }
     }
@@ -124,6 +131,13 @@ impl<B: Backend> Head<B> {
             Head::Tied(_) => g.transpose().matmul(h),
         }
     }
+}
+
+/// A row-major copy of a transposed view (the reductions and the next gemm read rows).
+fn contiguous<B: Backend>(t: Tensor<B, 2>) -> Tensor<B, 2> {
+    // `x * 1` through a fresh buffer: burn has no explicit "make contiguous"; an elementwise op
+    // writes its output in row-major order.
+    t.mul_scalar(1.0)
 }
 
 /// What [`chunked_cross_entropy`] computed.
