@@ -136,6 +136,29 @@ fn out_of_memory_advice(config: &TrainConfig, window: &[Batch], step: u64, reaso
     )
 }
 
+/// Greedy answers to the configured sample prompts, one `label | prompt -> answer` line each.
+fn show_samples<B: AutodiffBackend + QuantBackend>(
+    model: &Llama<B>,
+    tokenizer: &LlamaTokenizer,
+    config: &TrainConfig,
+    observer: &mut dyn Observer,
+    label: &str,
+) -> Result<()>
+where
+    B::InnerBackend: QuantBackend,
+{
+    let prompts = &config.sample_prompts;
+    for (p, a) in prompts.iter().zip(sample(
+        &model.clone().valid(),
+        tokenizer,
+        prompts,
+        config.sample_tokens,
+    )?) {
+        observer.info(&format!("{label} | {p} -> {a}"));
+    }
+    Ok(())
+}
+
 fn save_weights<B: AutodiffBackend + QuantBackend>(
     model: &Llama<B>,
     config: &TrainConfig,
@@ -265,14 +288,7 @@ where
                 l.exp()
             ));
         }
-        for (p, a) in config.sample_prompts.iter().zip(sample(
-            &model.clone().valid(),
-            &tokenizer,
-            &config.sample_prompts,
-            config.sample_tokens,
-        )?) {
-            observer.info(&format!("before | {p} -> {a}"));
-        }
+        show_samples(&model, &tokenizer, config, observer, "before")?;
     }
 
     // Train.
@@ -390,14 +406,13 @@ where
                     &Metric::eval(state.step, l, started.elapsed().as_secs_f64()),
                 )?;
             }
-            for (p, a) in config.sample_prompts.iter().zip(sample(
-                &model.clone().valid(),
+            show_samples(
+                &model,
                 &tokenizer,
-                &config.sample_prompts,
-                config.sample_tokens,
-            )?) {
-                observer.info(&format!("step {} | {p} -> {a}", state.step));
-            }
+                config,
+                observer,
+                &format!("step {}", state.step),
+            )?;
         }
         if config.save_every > 0
             && state.step % config.save_every == 0
@@ -421,14 +436,7 @@ where
         )?;
     }
     if !interrupted {
-        for (p, a) in config.sample_prompts.iter().zip(sample(
-            &model.clone().valid(),
-            &tokenizer,
-            &config.sample_prompts,
-            config.sample_tokens,
-        )?) {
-            observer.info(&format!("after  | {p} -> {a}"));
-        }
+        show_samples(&model, &tokenizer, config, observer, "after ")?;
         let dir = checkpoint(&model, &optimizer, &state)?;
         let out = run_dir.join(if config.method == Method::Full {
             "model"

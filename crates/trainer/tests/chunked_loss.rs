@@ -60,6 +60,34 @@ fn batch(vocab: usize) -> Batch {
     }
 }
 
+/// The same trainable parameters, each gradient within 1e-5 of the reference's largest value.
+fn assert_same_grads(
+    what: &str,
+    reference: &NamedGrads<burn_flex::Flex>,
+    got: &NamedGrads<burn_flex::Flex>,
+) {
+    let keys: Vec<_> = got.grads.keys().collect();
+    assert_eq!(
+        keys,
+        reference.grads.keys().collect::<Vec<_>>(),
+        "{what}: trainable parameters"
+    );
+    assert!(!keys.is_empty(), "{what}: no trainable parameters");
+    for (key, r) in &reference.grads {
+        let r: Vec<f32> = r.to_data().to_vec().unwrap();
+        let c: Vec<f32> = got.grads[key].to_data().to_vec().unwrap();
+        let scale = r.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+        let diff = r
+            .iter()
+            .zip(&c)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(
+            diff <= 1e-5 * scale,
+            "{what}: gradient of {key} differs by {diff} (largest {scale})"
+        );
+    }
+}
+
 fn check(name: &str, lora: bool) {
     let model = model(name, lora);
     let device = Default::default();
@@ -81,23 +109,7 @@ fn check(name: &str, lora: bool) {
         (loss - ref_loss).abs() <= 1e-6 * ref_loss.abs(),
         "{what}: loss {loss} vs {ref_loss}"
     );
-    let keys: Vec<_> = grads.grads.keys().collect();
-    let ref_keys: Vec<_> = ref_grads.grads.keys().collect();
-    assert_eq!(keys, ref_keys, "{what}: trainable parameters");
-    assert!(!keys.is_empty());
-    for (key, r) in &ref_grads.grads {
-        let r: Vec<f32> = r.to_data().to_vec().unwrap();
-        let c: Vec<f32> = grads.grads[key].to_data().to_vec().unwrap();
-        let scale = r.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
-        let diff = r
-            .iter()
-            .zip(&c)
-            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-        assert!(
-            diff <= 1e-5 * scale,
-            "{what}: gradient of {key} differs by {diff} (largest {scale})"
-        );
-    }
+    assert_same_grads(&what, &ref_grads, &grads);
 
     // The value-only loss of evaluation, on the plain backend.
     let plain = model.valid();
@@ -146,25 +158,7 @@ fn check_checkpointed(name: &str, lora: bool) {
         (loss - ckpt_loss).abs() <= 1e-6 * loss.abs(),
         "{what}: loss {ckpt_loss} vs {loss}"
     );
-    let keys: Vec<_> = ckpt.grads.keys().collect();
-    assert_eq!(
-        keys,
-        plain.grads.keys().collect::<Vec<_>>(),
-        "{what}: parameters"
-    );
-    for (key, r) in &plain.grads {
-        let r: Vec<f32> = r.to_data().to_vec().unwrap();
-        let c: Vec<f32> = ckpt.grads[key].to_data().to_vec().unwrap();
-        let scale = r.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
-        let diff = r
-            .iter()
-            .zip(&c)
-            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-        assert!(
-            diff <= 1e-5 * scale,
-            "{what}: gradient of {key} differs by {diff} (largest {scale})"
-        );
-    }
+    assert_same_grads(&what, &plain, &ckpt);
 }
 
 #[test]
