@@ -1,7 +1,9 @@
 //! The CubeCL dequantization kernels on CUDA give the host reference's bits: 4-bit (NF4, FP4)
 //! with f32 or double-quantized absmax, and LLM.int8, on the fused `burn_cuda::Cuda`, the bare
-//! `CubeBackend` and under autodiff. Needs an NVIDIA driver: without `libcuda.so.1` every test
-//! prints why and returns (a skip, not a failure).
+//! `CubeBackend` and under autodiff. Needs an NVIDIA GPU and its driver (`libcuda.so.1`): every
+//! test is `#[ignore]`d, so a plain `cargo test --features cuda` reports them as ignored rather
+//! than passing without a GPU; on a GPU machine run
+//! `cargo test -p quant --features cuda --test cuda -- --ignored`.
 #![cfg(feature = "cuda")]
 
 mod common;
@@ -21,39 +23,6 @@ use quant::{
 
 /// CUDA without burn's fusion: the kernels launched directly.
 type CubeCuda = CubeBackend<CudaRuntime, f32, i32, u8>;
-
-/// Whether the CUDA driver library can be loaded (cudarc loads it the same way at run time).
-#[cfg(target_os = "linux")]
-fn cuda_driver_loads() -> bool {
-    use std::ffi::{c_char, c_int, c_void};
-    unsafe extern "C" {
-        fn dlopen(filename: *const c_char, flag: c_int) -> *mut c_void;
-        fn dlclose(handle: *mut c_void) -> c_int;
-    }
-    const RTLD_NOW: c_int = 2;
-    // SAFETY: a NUL-terminated name; the handle is only closed again.
-    unsafe {
-        let handle = dlopen(c"libcuda.so.1".as_ptr(), RTLD_NOW);
-        if handle.is_null() {
-            return false;
-        }
-        dlclose(handle);
-    }
-    true
-}
-
-#[cfg(not(target_os = "linux"))]
-fn cuda_driver_loads() -> bool {
-    true
-}
-
-fn skip_without_gpu(test: &str) -> bool {
-    if cuda_driver_loads() {
-        return false;
-    }
-    eprintln!("skipping {test}: libcuda.so.1 cannot be loaded (no NVIDIA driver on this machine)");
-    true
-}
 
 fn tensor_bits<B: Backend>(t: Tensor<B, 2>) -> Vec<u32> {
     bits(&t.into_data().convert::<f32>().to_vec::<f32>().unwrap())
@@ -117,36 +86,28 @@ fn check_kernels<B: QuantBackend>(device: &B::Device) {
 }
 
 #[test]
+#[ignore = "needs an NVIDIA GPU (libcuda); run with --ignored on a GPU machine"]
 fn kernels_are_bit_exact_on_fused_cuda() {
-    if skip_without_gpu("kernels_are_bit_exact_on_fused_cuda") {
-        return;
-    }
     check_kernels::<Cuda<f32, i32>>(&CudaDevice::default());
 }
 
 #[test]
+#[ignore = "needs an NVIDIA GPU (libcuda); run with --ignored on a GPU machine"]
 fn kernels_are_bit_exact_on_cube_cuda() {
-    if skip_without_gpu("kernels_are_bit_exact_on_cube_cuda") {
-        return;
-    }
     check_kernels::<CubeCuda>(&CudaDevice::default());
 }
 
 #[test]
+#[ignore = "needs an NVIDIA GPU (libcuda); run with --ignored on a GPU machine"]
 fn kernels_are_bit_exact_under_autodiff() {
-    if skip_without_gpu("kernels_are_bit_exact_under_autodiff") {
-        return;
-    }
     check_kernels::<Autodiff<Cuda<f32, i32>>>(&CudaDevice::default());
 }
 
 /// A lazy chain around the custom fusion op: ops queued before it (building the inputs) and after
 /// it (consuming the output) run in order.
 #[test]
+#[ignore = "needs an NVIDIA GPU (libcuda); run with --ignored on a GPU machine"]
 fn dequantization_composes_with_fused_ops() {
-    if skip_without_gpu("dequantization_composes_with_fused_ops") {
-        return;
-    }
     type B = Cuda<f32, i32>;
     let device = CudaDevice::default();
     let (out, inp) = (96usize, 1000usize);
@@ -167,10 +128,8 @@ fn dequantization_composes_with_fused_ops() {
 /// `QuantLinear` under autodiff on CUDA: the forward and the input gradient match the same layer
 /// on the CPU (the matmuls differ in summation order, hence a tolerance).
 #[test]
+#[ignore = "needs an NVIDIA GPU (libcuda); run with --ignored on a GPU machine"]
 fn quant_linear_trains_on_cuda() {
-    if skip_without_gpu("quant_linear_trains_on_cuda") {
-        return;
-    }
     fn run<B: burn::tensor::backend::AutodiffBackend + QuantBackend>(
         weight: impl Fn(&B::Device) -> QuantWeight<B>,
         device: &B::Device,
