@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use llama_model::QuantBackend;
+use quant::QuantBackend;
 
 /// Where the model runs.
 #[derive(Clone, Copy, Debug, Default, clap::ValueEnum)]

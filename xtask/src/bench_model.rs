@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use anyhow::Result;
 use burn::prelude::*;
-use llama_model::QuantBackend;
 use llama_model::{GenerationConfig, ModelInput, generate, load_pretrained};
+use quant::QuantBackend;
 
 use crate::backend::{DeviceArg, Job, peak_rss_bytes, rss_bytes};
 

@@ -9,7 +9,8 @@ use std::time::Instant;
 use anyhow::{Result, bail};
 use burn::tensor::backend::AutodiffBackend;
 use data::Batch;
-use llama_model::{Llama, LlamaConfig, QuantBackend, QuantizeOptions, RandomSource};
+use llama_model::{Llama, LlamaConfig, QuantizeOptions, RandomSource};
+use quant::QuantBackend;
 use trainer::estimate::{EstimateInput, estimate};
 use trainer::{AdamW, AdamWConfig, Method};
 
@@ -77,7 +78,7 @@ where
     let quant = (args.method == Method::Qlora).then(QuantizeOptions::nf4);
     let mut model = Llama::<B>::from_source_quantized(config, &mut src, quant.as_ref(), &device)?;
     if args.method != Method::Full {
-        let lora = llama_model::peft::LoraConfig::from_json(&serde_json::json!({
+        let lora = peft::LoraConfig::from_json(&serde_json::json!({
             "r": args.rank, "lora_alpha": 2 * args.rank, "target_modules": "all-linear"
         }))
         .map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -4,8 +4,8 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use llama_model::QuantBackend;
 use llama_model::{LlamaTokenizer, Nll, resolve_model_dir, sequence_nll};
+use quant::QuantBackend;
 
 use crate::backend::{DeviceArg, Job, default_model_dir, spinner};
 

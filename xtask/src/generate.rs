@@ -4,10 +4,10 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use llama_model::QuantBackend;
 use llama_model::{
     GenerationConfig, LlamaTokenizer, Message, SamplingConfig, generate, resolve_model_dir,
 };
+use quant::QuantBackend;
 
 use crate::backend::{DeviceArg, Job, default_model_dir, spinner};
 

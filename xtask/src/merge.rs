@@ -90,7 +90,7 @@ pub fn run(args: Args) -> Result<()> {
 
 /// The re-quantization report: per module and overall, the rounding error next to the size of
 /// the adapter's change (when they are alike, rounding erased much of what was learned).
-fn print_rounding(report: &[(String, llama_model::peft::RoundingError)]) {
+fn print_rounding(report: &[(String, peft::RoundingError)]) {
     eprintln!(
         "re-quantized {} merged modules; rounding error ‖q - W'‖/‖W'‖ vs adapter delta ‖ΔW‖/‖W'‖:",
         report.len()
@@ -102,9 +102,8 @@ fn print_rounding(report: &[(String, llama_model::peft::RoundingError)]) {
         );
     }
     let n = report.len().max(1) as f64;
-    let mean = |f: fn(&llama_model::peft::RoundingError) -> f64| {
-        report.iter().map(|(_, e)| f(e)).sum::<f64>() / n
-    };
+    let mean =
+        |f: fn(&peft::RoundingError) -> f64| report.iter().map(|(_, e)| f(e)).sum::<f64>() / n;
     eprintln!(
         "mean rounding {:.3e}, mean delta {:.3e}; merging into the float model (--base-float) avoids the rounding",
         mean(|e| e.relative),

@@ -4,11 +4,11 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use llama_model::quant::{BnbMethod, QuantType};
 use llama_model::{
-    Llama, Projection, QuantBackend, QuantizeOptions, SafetensorsSource, SaveDtype, TensorSource,
+    Llama, Projection, QuantizeOptions, SafetensorsSource, SaveDtype, TensorSource,
     load_pretrained_quantized, resolve_model_dir, save_checkpoint,
 };
+use quant::{BnbMethod, QuantBackend, QuantType};
 
 use crate::backend::{peak_rss_bytes, spinner};
 

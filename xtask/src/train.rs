@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, Result, bail};
 use burn::tensor::backend::AutodiffBackend;
 use indicatif::{ProgressBar, ProgressStyle};
-use llama_model::QuantBackend;
+use quant::QuantBackend;
 use trainer::{Method, Observer, RunPaths, StepStats, TrainConfig};
 
 use crate::backend::DeviceArg;

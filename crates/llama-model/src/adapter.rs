@@ -1,14 +1,16 @@
-//! Loading a PEFT LoRA adapter (`adapter_config.json` + `adapter_model.safetensors`) onto a model:
-//! each targeted projection becomes [`Projection::Lora`] around its dense or quantized base.
+//! Adapters on a Llama model: each targeted projection becomes [`Projection::Lora`] around its
+//! dense or quantized base. The PEFT file format (`adapter_config.json` +
+//! `adapter_model.safetensors`, key names, dtypes, shape checks) is `peft::format`'s; this module
+//! maps it onto the model's projections.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use burn::prelude::*;
+use peft::format::{AdapterWeights, CONFIG_FILE};
 use peft::{InitLoraWeights, LoraBase, LoraConfig, LoraLinear};
 use quant::{DenseLinear, QuantBackend};
-use safetensors::{Dtype, SafeTensors};
 
-use crate::checkpoint::to_f32;
 use crate::error::{Error, Result};
 use crate::model::Llama;
 use crate::nn::linear::Projection;
@@ -94,87 +96,24 @@ pub fn load_named_adapter<B: QuantBackend>(
     adapter_name: &str,
 ) -> Result<LoraConfig> {
     let dir = dir.as_ref();
-    let config = LoraConfig::from_file(dir).map_err(|e| Error::Config {
-        path: e.path,
-        message: e.message,
-    })?;
+    let config = LoraConfig::from_file(dir)?;
     check_targets(model, &config).map_err(|message| Error::Config {
-        path: dir.join("adapter_config.json"),
+        path: dir.join(CONFIG_FILE),
         message,
     })?;
-    let path = dir.join("adapter_model.safetensors");
-    let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::Safetensors {
-        path: path.clone(),
-        message: format!("truncated or corrupt safetensors file: {e}"),
-    })?;
-    let mut used = std::collections::HashSet::new();
+    let mut weights = AdapterWeights::open(dir)?;
     let device = model.embed_tokens.val().device();
     freeze(model);
-    let mut take = |key: String, shape: Vec<usize>| -> Result<TensorData> {
-        let t = st.tensor(&key).map_err(|_| Error::MissingTensor {
-            path: path.clone(),
-            key: key.clone(),
-            expected: shape.clone(),
-        })?;
-        if t.shape() != shape.as_slice() {
-            return Err(Error::ShapeMismatch {
-                path: path.clone(),
-                key,
-                expected: shape,
-                found: t.shape().to_vec(),
-            });
-        }
-        let values = to_f32(t.dtype(), t.data()).ok_or_else(|| Error::Safetensors {
-            path: path.clone(),
-            message: format!(
-                "tensor `{key}` has dtype {:?}; expected F32, F16 or BF16",
-                t.dtype()
-            ),
-        })?;
-        used.insert(key);
-        Ok(TensorData::new(values, shape))
-    };
     for (name, proj) in model.projections_mut() {
         if !config.targets(&name) {
             continue;
         }
         let spec = config.spec_for(&name);
-        let (out, inp) = proj.dims();
-        let prefix = format!("base_model.model.{name}");
-        let a = Tensor::<B, 2>::from_data(
-            take(format!("{prefix}.lora_A.weight"), vec![spec.r, inp])?,
-            &device,
-        );
-        let b = Tensor::<B, 2>::from_data(
-            take(format!("{prefix}.lora_B.weight"), vec![out, spec.r])?,
-            &device,
-        );
-        let magnitude = if spec.use_dora {
-            Some(Tensor::<B, 1>::from_data(
-                take(format!("{prefix}.lora_magnitude_vector"), vec![out])?,
-                &device,
-            ))
-        } else {
-            None
-        };
-        lora_slot(proj, &device).add_peft_adapter(adapter_name, spec, a, b, magnitude);
+        let tensors = weights.take(&name, &spec, proj.dims())?;
+        lora_slot(proj, &device).add_peft_tensors(adapter_name, spec, tensors, &device);
     }
     set_active_adapter(model, Some(adapter_name));
-    let mut unused: Vec<String> = st
-        .names()
-        .into_iter()
-        .filter(|k| !used.contains(*k))
-        .map(|k| k.to_string())
-        .collect();
-    unused.sort();
-    if let Some(first) = unused.first() {
-        return Err(Error::UnexpectedTensor {
-            path,
-            key: first.clone(),
-            count: unused.len(),
-        });
-    }
+    weights.finish()?;
     Ok(config)
 }
 
@@ -249,7 +188,7 @@ pub fn trainable_summary<B: QuantBackend>(model: &Llama<B>) -> String {
         let digits = n.to_string();
         let mut out = String::new();
         for (i, c) in digits.chars().enumerate() {
-            if i > 0 && (digits.len() - i) % 3 == 0 {
+            if i > 0 && (digits.len() - i).is_multiple_of(3) {
                 out.push(',');
             }
             out.push(c);
@@ -268,114 +207,40 @@ pub fn trainable_summary<B: QuantBackend>(model: &Llama<B>) -> String {
 /// Writes the model's adapters in PEFT's format: `adapter_config.json` (from `config`, with
 /// `base_model_name_or_path` when given) and `adapter_model.safetensors` with PEFT's key names
 /// and layouts (`lora_A.weight` `[r, in]`, `lora_B.weight` `[out, r]`, `lora_magnitude_vector`
-/// `[out]`), each file written to a temporary name and renamed.
+/// `[out]`), each file written to a temporary name and renamed ([`peft::write_adapter`]).
 pub fn save_adapter<B: QuantBackend>(
     model: &Llama<B>,
     config: &LoraConfig,
     dir: impl AsRef<Path>,
 ) -> Result<()> {
-    let dir = dir.as_ref();
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-    let f32_bytes = |t: TensorData| -> Vec<u8> {
-        t.convert::<f32>()
-            .as_slice::<f32>()
-            .map(|v| v.iter().flat_map(|x| x.to_le_bytes()).collect())
-            .unwrap_or_default()
-    };
-    let mut names = Vec::new();
+    let mut modules = BTreeMap::new();
     let (mut pissa, mut plain) = (0, 0);
     for (name, p) in model.projections() {
         let Projection::Lora(l) = p else { continue };
         let Some(ad) = l.active_adapter() else {
             continue;
         };
-        let prefix = format!("base_model.model.{name}");
-        let mut a = ad.a.val().transpose();
-        let mut b = ad.b.val().transpose();
-        // PiSSA: the base holds W - s·B₀A₀. Saved as PEFT's conversion does it
-        // (`path_initial_model_for_weight_conversion`): rank 2r with A' = [A; A₀], B' = [B, -B₀],
-        // so W + s·B'A' = (W - s·B₀A₀) + s·BA applies to the original model.
-        if let Some(init) = &ad.pissa_initial {
-            a = Tensor::cat(vec![a, init.a.clone().transpose()], 0);
-            b = Tensor::cat(vec![b, init.b.clone().transpose().neg()], 1);
+        // PiSSA adapters are saved converted for the original model (rank 2r), with the
+        // configuration to match.
+        if ad.pissa_initial.is_some() {
             pissa += 1;
         } else {
             plain += 1;
         }
-        tensors.push((
-            format!("{prefix}.lora_A.weight"),
-            a.dims().to_vec(),
-            f32_bytes(a.into_data()),
-        ));
-        tensors.push((
-            format!("{prefix}.lora_B.weight"),
-            b.dims().to_vec(),
-            f32_bytes(b.into_data()),
-        ));
-        if let Some(m) = &ad.magnitude {
-            let m = m.val();
-            tensors.push((
-                format!("{prefix}.lora_magnitude_vector"),
-                m.dims().to_vec(),
-                f32_bytes(m.into_data()),
-            ));
-        }
-        names.push(name.rsplit('.').next().unwrap_or(&name).to_string());
+        modules.insert(name, ad.to_peft_tensors());
     }
-    names.sort();
-    names.dedup();
-    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
-        .iter()
-        .map(|(k, s, d)| {
-            let v = safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), d)
-                .map_err(|e| Error::InvalidArgument(format!("{k}: {e}")))?;
-            Ok((k.clone(), v))
-        })
-        .collect::<Result<_>>()?;
-    let path = dir.join("adapter_model.safetensors");
-    let tmp = dir.join("adapter_model.safetensors.tmp");
-    let meta = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
-    safetensors::serialize_to_file(views, Some(meta), &tmp).map_err(|e| Error::Safetensors {
-        path: path.clone(),
-        message: e.to_string(),
-    })?;
-    std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
     if pissa > 0 && plain > 0 {
         return Err(Error::InvalidArgument(
             "some adapters were PiSSA-initialised and some not; save them separately".into(),
         ));
     }
-    let cfg = if pissa > 0 {
-        pissa_converted(config).to_peft_json(&names)
+    let config = if pissa > 0 {
+        config.pissa_converted()
     } else {
-        config.to_peft_json(&names)
+        config.clone()
     };
-    let path = dir.join("adapter_config.json");
-    let tmp = dir.join("adapter_config.json.tmp");
-    let text = serde_json::to_string_pretty(&cfg).map_err(|source| Error::Json {
-        path: path.clone(),
-        source,
-    })?;
-    std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
-}
-
-/// The configuration of a PiSSA adapter saved for the original model: rank doubled, alpha scaled
-/// so `alpha / r` (or `alpha / sqrt(r)` with rsLoRA) is unchanged, plain initialisation.
-fn pissa_converted(config: &LoraConfig) -> LoraConfig {
-    let factor = if config.use_rslora {
-        std::f64::consts::SQRT_2
-    } else {
-        2.0
-    };
-    let mut c = config.clone();
-    c.r *= 2;
-    c.lora_alpha *= factor;
-    c.rank_pattern.values_mut().for_each(|r| *r *= 2);
-    c.alpha_pattern.values_mut().for_each(|a| *a *= factor);
-    c.init_lora_weights = InitLoraWeights::Default;
-    c
+    peft::write_adapter(dir, &config, &modules)?;
+    Ok(())
 }
 
 /// PEFT's `merge_and_unload`: every adapter is folded into its base (`W + scale·B·A`, DoRA

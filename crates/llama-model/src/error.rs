@@ -109,6 +109,10 @@ pub enum Error {
         /// The model's context size.
         max: usize,
     },
+    /// A PEFT adapter directory could not be read or written (from `peft`; names the file, the
+    /// key and what was expected).
+    #[error(transparent)]
+    Peft(#[from] peft::Error),
     /// A caller passed an argument outside its domain.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

@@ -26,6 +26,7 @@ pub mod pretrained;
 pub mod quantize;
 pub mod sampling;
 pub mod score;
+mod source;
 pub mod tokenizer;
 
 pub use adapter::{
@@ -39,10 +40,7 @@ pub use error::{Error, Result};
 pub use generate::{GenerationConfig, generate};
 pub use model::{LayerInputs, Llama, ModelInput};
 pub use nn::linear::{NamedTensor, Projection};
-pub use peft;
 pub use pretrained::{load_pretrained, load_pretrained_quantized, resolve_model_dir};
-pub use quant::DenseLinear;
-pub use quant::{self, QuantBackend};
 pub use quantize::QuantizeOptions;
 pub use sampling::{Sampler, SamplingConfig};
 pub use score::{Nll, sequence_nll};

@@ -8,7 +8,6 @@ use burn::tensor::module::embedding;
 use quant::QuantBackend;
 
 use crate::cache::KvCache;
-use crate::checkpoint::TensorSource;
 use crate::config::LlamaConfig;
 use crate::error::{Error, Result};
 use crate::nn::attention::Attention;
@@ -18,6 +17,7 @@ use crate::nn::mlp::Mlp;
 use crate::nn::norm::RmsNorm;
 use crate::nn::rope::RotaryEmbedding;
 use crate::quantize::{QuantizeOptions, load_projection};
+use crate::source::TensorSource;
 
 /// Value added to attention scores of masked positions (finite, so fully masked rows of padding
 /// stay finite instead of turning into NaN).
@@ -235,7 +235,7 @@ impl<B: QuantBackend> Llama<B> {
 
     /// A model of random weights (normal, std 0.02; norms 1), deterministic for a seed.
     pub fn random(config: &LlamaConfig, seed: u64, device: &B::Device) -> Self {
-        let mut src = crate::checkpoint::RandomSource::new(seed, 0.02);
+        let mut src = crate::source::RandomSource::new(seed, 0.02);
         match Self::from_source(config, &mut src, device) {
             Ok(model) => model,
             Err(e) => unreachable!("a random source yields every tensor: {e}"),

@@ -8,10 +8,10 @@ use quant::{
     BnbConfig, BnbMethod, QuantLinear, QuantType, QuantWeight, int8_vectorwise_quant, quantize_4bit,
 };
 
-use crate::checkpoint::TensorSource;
 use crate::config::LlamaConfig;
 use crate::error::{Error, Result};
 use crate::nn::linear::{Projection, transpose_data};
+use crate::source::TensorSource;
 use quant::DenseLinear;
 
 /// How to quantize a float checkpoint while loading it (`cargo xtask quantize`, QLoRA bases).

@@ -3,8 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use llama_model::peft::LoraConfig;
 use llama_model::{apply_lora, load_adapter, load_pretrained};
+use peft::LoraConfig;
 
 type B = burn_flex::Flex;
 

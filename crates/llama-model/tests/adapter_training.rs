@@ -13,8 +13,9 @@ use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 use burn_autodiff::Autodiff;
 use common::max_abs_diff;
-use llama_model::peft::{LoraBase, LoraConfig};
-use llama_model::{Llama, ModelInput, Projection, QuantBackend, apply_lora, load_pretrained};
+use llama_model::{Llama, ModelInput, Projection, apply_lora, load_pretrained};
+use peft::{LoraBase, LoraConfig};
+use quant::QuantBackend;
 
 type Ad = Autodiff<burn_flex::Flex>;
 

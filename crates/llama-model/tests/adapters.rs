@@ -31,7 +31,7 @@ fn f32s(b: &[u8]) -> Vec<f32> {
         .collect()
 }
 
-fn logits<B: llama_model::QuantBackend>(model: &Llama<B>, expected: &[u8]) -> Vec<f32> {
+fn logits<B: quant::QuantBackend>(model: &Llama<B>, expected: &[u8]) -> Vec<f32> {
     let (ids, shape) = tensor(expected, "input_ids");
     let ids: Vec<i64> = ids
         .chunks_exact(8)
@@ -64,7 +64,7 @@ const CASES: [&str; 5] = [
     "qdora_mlp",
 ];
 
-fn peft_adapters_match<B: llama_model::QuantBackend>() {
+fn peft_adapters_match<B: quant::QuantBackend>() {
     for name in CASES {
         let dir = fixture(name);
         let base = base_of(&dir);
@@ -179,7 +179,7 @@ fn fresh_adapters_start_at_the_base_and_count_like_peft() {
     let expected = std::fs::read(fixture("lora_qv").join("expected.safetensors")).unwrap();
     let before = logits(&model, &expected);
     let (_, total_before) = llama_model::parameter_counts(&model);
-    let config = llama_model::peft::LoraConfig::from_json(
+    let config = peft::LoraConfig::from_json(
         &serde_json::json!({"r": 4, "lora_alpha": 16, "target_modules": ["q_proj", "v_proj"]}),
     )
     .unwrap();

@@ -11,11 +11,11 @@ use llama_model::{
 
 const TOL: f32 = 1e-4;
 
-fn ids_tensor<B: llama_model::QuantBackend>(ids: Vec<i64>, shape: [usize; 2]) -> Tensor<B, 2, Int> {
+fn ids_tensor<B: quant::QuantBackend>(ids: Vec<i64>, shape: [usize; 2]) -> Tensor<B, 2, Int> {
     Tensor::from_data(TensorData::new(ids, shape), &Default::default())
 }
 
-fn to_vec<B: llama_model::QuantBackend>(t: Tensor<B, 3>) -> Vec<f32> {
+fn to_vec<B: quant::QuantBackend>(t: Tensor<B, 3>) -> Vec<f32> {
     t.into_data().iter::<f32>().collect()
 }
 
@@ -38,7 +38,7 @@ on_cpu_backends! {
     eval_loss_matches_transformers => eval_loss;
 }
 
-fn logits<B: llama_model::QuantBackend>() {
+fn logits<B: quant::QuantBackend>() {
     for name in MODELS {
         let model = load_pretrained::<B>(model_dir(name), &Default::default()).unwrap();
         let exp = Expected::load(name);
@@ -53,7 +53,7 @@ fn logits<B: llama_model::QuantBackend>() {
     }
 }
 
-fn padded_batch<B: llama_model::QuantBackend>() {
+fn padded_batch<B: quant::QuantBackend>() {
     for name in MODELS {
         let model = load_pretrained::<B>(model_dir(name), &Default::default()).unwrap();
         let exp = Expected::load(name);
@@ -101,7 +101,7 @@ fn gen_config(exp: &Expected) -> GenerationConfig {
     }
 }
 
-fn greedy_generation<B: llama_model::QuantBackend>() {
+fn greedy_generation<B: quant::QuantBackend>() {
     for name in MODELS {
         let model = load_pretrained::<B>(model_dir(name), &Default::default()).unwrap();
         let exp = Expected::load(name);
@@ -141,7 +141,7 @@ fn greedy_generation<B: llama_model::QuantBackend>() {
     }
 }
 
-fn eval_loss<B: llama_model::QuantBackend>() {
+fn eval_loss<B: quant::QuantBackend>() {
     let text = std::fs::read_to_string(fixtures().join("eval.txt")).unwrap();
     for name in MODELS {
         let dir = model_dir(name);

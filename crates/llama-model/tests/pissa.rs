@@ -10,10 +10,10 @@ use std::path::PathBuf;
 use burn::module::Param;
 use burn::prelude::*;
 use common::max_abs_diff;
-use llama_model::peft::{LoraBase, LoraConfig};
 use llama_model::{
     Llama, ModelInput, Projection, apply_lora, load_adapter, load_pretrained, save_adapter,
 };
+use peft::{LoraBase, LoraConfig};
 use safetensors::SafeTensors;
 
 type B = burn_flex::Flex;

@@ -9,11 +9,11 @@ use std::path::PathBuf;
 
 use burn::prelude::*;
 use common::max_abs_diff;
-use llama_model::quant::{BnbMethod, QuantType};
 use llama_model::{
     Llama, ModelInput, Projection, QuantizeOptions, SaveDtype, load_pretrained,
     load_pretrained_quantized, save_checkpoint,
 };
+use quant::{BnbMethod, QuantType};
 use safetensors::SafeTensors;
 
 fn qdir(name: &str) -> PathBuf {
@@ -53,7 +53,7 @@ impl Expected {
     }
 }
 
-fn logits<B: llama_model::QuantBackend>(model: &Llama<B>, exp: &Expected) -> Vec<f32> {
+fn logits<B: quant::QuantBackend>(model: &Llama<B>, exp: &Expected) -> Vec<f32> {
     let (ids, shape) = exp.ids();
     let input = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, shape), &Default::default());
     model
@@ -80,7 +80,7 @@ const CASES: [(&str, &str); 3] = [
     ("mha_untied_int8", "logits_dequant_ref"),
 ];
 
-fn transformers_checkpoints_match<B: llama_model::QuantBackend>() {
+fn transformers_checkpoints_match<B: quant::QuantBackend>() {
     for (name, key) in CASES {
         let model = load_pretrained::<B>(qdir(name), &Default::default()).unwrap();
         assert_eq!(

@@ -3,8 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use llama_model::quant::{BnbMethod, QuantType};
 use llama_model::{QuantizeOptions, load_pretrained, load_pretrained_quantized};
+use quant::{BnbMethod, QuantType};
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 

@@ -4,21 +4,12 @@
 //! is an error too.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::Value;
 
+use crate::error::{Error, Result};
 use crate::lora::LoraSpec;
-
-/// What went wrong reading an adapter configuration.
-#[derive(Debug, thiserror::Error)]
-#[error("{path}: {message}")]
-pub struct ConfigError {
-    /// The `adapter_config.json`.
-    pub path: PathBuf,
-    /// Key at fault and what was expected.
-    pub message: String,
-}
 
 /// Which modules get adapters.
 #[derive(Debug, Clone, PartialEq)]
@@ -134,28 +125,31 @@ fn inert(key: &str, v: &Value) -> Option<bool> {
 }
 
 impl LoraConfig {
-    /// Reads `adapter_config.json` (a file, or a directory holding one).
-    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+    /// Reads `adapter_config.json` (a file, or a directory holding one). The error
+    /// ([`Error::Config`]) names the file and the key.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let mut path = path.as_ref().to_path_buf();
         if path.is_dir() {
-            path = path.join("adapter_config.json");
+            path = path.join(crate::format::CONFIG_FILE);
         }
-        let err = |message: String| ConfigError {
+        let err = |message: String| Error::Config {
             path: path.clone(),
             message,
         };
         let text = std::fs::read_to_string(&path).map_err(|e| err(e.to_string()))?;
         let v: Value =
             serde_json::from_str(&text).map_err(|e| err(format!("invalid JSON: {e}")))?;
-        Self::from_json(&v).map_err(err)
+        Self::from_json(&v).map_err(|e| err(e.to_string()))
     }
 
-    /// Parses the JSON object; the error names the key.
-    pub fn from_json(v: &Value) -> Result<Self, String> {
-        let obj = v.as_object().ok_or("expected a JSON object")?;
+    /// Parses the JSON object; the error ([`Error::Option`]) names the key and what was expected.
+    pub fn from_json(v: &Value) -> Result<Self> {
+        let obj = v
+            .as_object()
+            .ok_or_else(|| Error::Option("expected a JSON object".into()))?;
         let mut c = LoraConfig::default();
         for (key, val) in obj {
-            let bad = |what: &str| format!("`{key}`: expected {what}, found {val}");
+            let bad = |what: &str| Error::Option(format!("`{key}`: expected {what}, found {val}"));
             match key.as_str() {
                 "r" => {
                     c.r = val
@@ -184,7 +178,7 @@ impl LoraConfig {
                                         .map(str::to_string)
                                         .ok_or_else(|| bad("module names"))
                                 })
-                                .collect::<Result<_, _>>()?,
+                                .collect::<Result<_>>()?,
                         ),
                         _ => return Err(bad("a list of module names or \"all-linear\"")),
                     }
@@ -234,11 +228,11 @@ impl LoraConfig {
                         }
                     }
                     Some(false) => {
-                        return Err(format!(
+                        return Err(Error::Option(format!(
                             "`{other}` = {val} is not supported (only its default is)"
-                        ));
+                        )));
                     }
-                    None => return Err(format!("unknown option `{other}`")),
+                    None => return Err(Error::Option(format!("unknown option `{other}`"))),
                 },
             }
         }
@@ -277,6 +271,25 @@ impl LoraConfig {
             use_rslora: self.use_rslora,
             use_dora: self.use_dora,
         }
+    }
+
+    /// The configuration of a PiSSA adapter saved for the original model (PEFT's
+    /// `path_initial_model_for_weight_conversion`): rank doubled, alpha scaled so `alpha / r` (or
+    /// `alpha / sqrt(r)` with rsLoRA) is unchanged, plain initialisation. Goes with the tensors
+    /// of [`crate::LoraAdapter::to_peft_tensors`].
+    pub fn pissa_converted(&self) -> LoraConfig {
+        let factor = if self.use_rslora {
+            std::f64::consts::SQRT_2
+        } else {
+            2.0
+        };
+        let mut c = self.clone();
+        c.r *= 2;
+        c.lora_alpha *= factor;
+        c.rank_pattern.values_mut().for_each(|r| *r *= 2);
+        c.alpha_pattern.values_mut().for_each(|a| *a *= factor);
+        c.init_lora_weights = InitLoraWeights::Default;
+        c
     }
 
     /// The `adapter_config.json` PEFT writes for this configuration (`target_modules` resolved to

@@ -4,14 +4,18 @@
 //!   `B·A` is never formed in the forward pass), `scale = alpha / r` or, with rsLoRA,
 //!   `alpha / sqrt(r)`; DoRA's magnitude vector; merge / unmerge into a dense base.
 //! - The base is frozen: only `A`, `B` (and DoRA's magnitude) are parameters that train.
+//! - [`format`]: PEFT's adapter directory (`adapter_config.json`, `adapter_model.safetensors`)
+//!   read into and written from host tensors keyed by module path.
 //!
 //! Knows nothing about Llama beyond module names.
 
 pub mod config;
+pub mod error;
+pub mod format;
 pub mod lora;
 pub mod svd;
 
-pub use config::{ConfigError, InitLoraWeights, LoraConfig, TargetModules};
-pub use lora::{
-    LoraAdapter, LoraBase, LoraError, LoraLinear, LoraSpec, PissaInitial, RoundingError,
-};
+pub use config::{InitLoraWeights, LoraConfig, TargetModules};
+pub use error::{Error, Result};
+pub use format::{AdapterWeights, LoraTensors, read_adapter, read_adapter_modules, write_adapter};
+pub use lora::{LoraAdapter, LoraBase, LoraLinear, LoraSpec, PissaInitial, RoundingError};

@@ -5,7 +5,12 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use quant::{DenseLinear, QuantBackend, QuantLinear};
 
+use crate::error::{Error, Result};
+use crate::format::LoraTensors;
+
 /// The frozen layer an adapter wraps.
+// One per adapted layer, built once: the size difference between the variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum LoraBase<B: Backend> {
     /// Float weights (LoRA).
@@ -34,10 +39,23 @@ impl<B: QuantBackend> LoraBase<B> {
     }
 
     /// The base weight as f32 `[out, in]` (dequantized for a quantized base), without gradient.
+    /// Under autodiff a quantized base is dequantized on the inner backend, so the dense copy is
+    /// never recorded on the tape.
     pub fn dense_weight(&self) -> Tensor<B, 2> {
         match self {
             LoraBase::Dense(l) => l.weight.val().detach().transpose(),
             LoraBase::Quant(l) => B::dequantize_weight(&l.weight).detach(),
+        }
+    }
+
+    /// `x · Wᵀ` without the bias, in f32: `x` `[rows, in]` -> `[rows, out]`. Under autodiff a
+    /// quantized base goes through [`QuantBackend::quant_matmul`], whose backward step
+    /// dequantizes the weight again, so no dense copy of it is held for the backward pass (a
+    /// dense base's weight is the layer's own parameter, shared, not copied).
+    fn matmul_nobias(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        match self {
+            LoraBase::Dense(_) => x.matmul(self.dense_weight().transpose()),
+            LoraBase::Quant(l) => B::quant_matmul(x, &l.weight, None),
         }
     }
 }
@@ -109,17 +127,25 @@ pub struct PissaInitial<B: Backend> {
     pub b: Tensor<B, 2>,
 }
 
-/// Why an adapter could not be initialised.
-#[derive(Debug, thiserror::Error)]
-pub enum LoraError {
-    /// PiSSA decomposes the base weight and replaces it by the residual: a float base only.
-    #[error(
-        "PiSSA initialisation needs a float base weight; this one is quantized (initialise on the float model, then quantize the residual, as PEFT requires)"
-    )]
-    PissaNeedsFloatBase,
-    /// Reading a weight back from the device failed.
-    #[error("reading a weight from the device: {0}")]
-    Device(String),
+impl<B: Backend> LoraAdapter<B> {
+    /// The adapter in PEFT's layouts as host data, as `adapter_model.safetensors` stores it:
+    /// `lora_A` `[r, in]`, `lora_B` `[out, r]`, DoRA magnitude `[out]`. A PiSSA adapter (whose
+    /// base holds `W - s·B₀A₀`) is converted as PEFT's `path_initial_model_for_weight_conversion`
+    /// does: rank 2r with `A' = [A; A₀]`, `B' = [B, -B₀]`, so `W + s·B'A' = (W - s·B₀A₀) + s·BA`
+    /// applies to the original model (its configuration: [`crate::LoraConfig::pissa_converted`]).
+    pub fn to_peft_tensors(&self) -> LoraTensors {
+        let mut a = self.a.val().transpose();
+        let mut b = self.b.val().transpose();
+        if let Some(init) = &self.pissa_initial {
+            a = Tensor::cat(vec![a, init.a.clone().transpose()], 0);
+            b = Tensor::cat(vec![b, init.b.clone().transpose().neg()], 1);
+        }
+        LoraTensors {
+            lora_a: a.into_data(),
+            lora_b: b.into_data(),
+            magnitude: self.magnitude.as_ref().map(|m| m.val().into_data()),
+        }
+    }
 }
 
 /// A base layer with an adapter: `y = base(x) + scale · B(A(dropout(x)))`.
@@ -161,6 +187,23 @@ impl<B: Backend> LoraLinear<B> {
     pub fn set_active(&mut self, name: Option<&str>) {
         self.merged = None;
         self.active = name.and_then(|n| self.adapters.iter().position(|a| a.name == n));
+    }
+
+    /// [`LoraLinear::add_peft_adapter`] from host data (what [`crate::format::AdapterWeights::take`]
+    /// returns), uploaded to `device`.
+    pub fn add_peft_tensors(
+        &mut self,
+        name: &str,
+        spec: LoraSpec,
+        tensors: LoraTensors,
+        device: &B::Device,
+    ) {
+        let a = Tensor::<B, 2>::from_data(tensors.lora_a, device);
+        let b = Tensor::<B, 2>::from_data(tensors.lora_b, device);
+        let magnitude = tensors
+            .magnitude
+            .map(|m| Tensor::<B, 1>::from_data(m, device));
+        self.add_peft_adapter(name, spec, a, b, magnitude);
     }
 
     /// Adds an adapter given in PEFT's layout (`lora_a` `[r, in]`, `lora_b` `[out, r]`) and makes
@@ -207,7 +250,7 @@ impl<B: QuantBackend> LoraLinear<B> {
         spec: LoraSpec,
         init: crate::InitLoraWeights,
         device: &B::Device,
-    ) -> Result<Self, LoraError> {
+    ) -> Result<Self> {
         let mut layer = Self::wrap(base);
         layer.add_adapter("default", spec, init, device)?;
         Ok(layer)
@@ -245,7 +288,7 @@ impl<B: QuantBackend> LoraLinear<B> {
         spec: LoraSpec,
         init: crate::InitLoraWeights,
         device: &B::Device,
-    ) -> Result<(), LoraError> {
+    ) -> Result<()> {
         let (out, inp) = self.base.dims();
         let bound = 1.0 / (inp as f64).sqrt();
         if let crate::InitLoraWeights::Pissa { niter } = init {
@@ -288,9 +331,9 @@ impl<B: QuantBackend> LoraLinear<B> {
         spec: LoraSpec,
         niter: Option<usize>,
         device: &B::Device,
-    ) -> Result<(), LoraError> {
+    ) -> Result<()> {
         let LoraBase::Dense(base) = &mut self.base else {
-            return Err(LoraError::PissaNeedsFloatBase);
+            return Err(Error::PissaNeedsFloatBase);
         };
         let (out, inp) = base.dims();
         let w = base.weight.val().transpose();
@@ -298,7 +341,7 @@ impl<B: QuantBackend> LoraLinear<B> {
             .to_data()
             .convert::<f32>()
             .into_vec::<f32>()
-            .map_err(|e| LoraError::Device(format!("{e:?}")))?;
+            .map_err(|e| Error::Device(format!("{e:?}")))?;
         let svd = match niter {
             None => crate::svd::svd_truncated(&values, out, inp, spec.r),
             Some(n) => crate::svd::svd_lowrank(&values, out, inp, spec.r, n, 0),
@@ -378,15 +421,17 @@ impl<B: QuantBackend> LoraLinear<B> {
             Some(m) => {
                 // DoRA as PEFT computes it: the norm of W + scale·BA per output row, detached;
                 // result = base + (m/‖·‖ - 1) · xd Wᵀ + (m/‖·‖) · scale · lora.
-                let w = self.base.dense_weight();
+                // The norm is computed from detached inputs (PEFT's `weight_norm.detach()`), so
+                // none of it, and no dense copy of a quantized W, is recorded on the tape.
                 let ba =
                     ad.b.val()
+                        .detach()
                         .transpose()
-                        .matmul(ad.a.val().transpose())
+                        .matmul(ad.a.val().detach().transpose())
                         .mul_scalar(scale);
-                let norm = row_norms(w.clone() + ba).detach();
+                let norm = row_norms(self.base.dense_weight() + ba);
                 let mag_scale = (m.val() / norm).unsqueeze::<2>();
-                let base_nobias = xd.matmul(w.transpose());
+                let base_nobias = self.base.matmul_nobias(xd);
                 base_nobias * (mag_scale.clone() - 1.0) + lora.mul_scalar(scale) * mag_scale
             }
         };

@@ -59,7 +59,7 @@ fn unsupported_and_unknown_options_are_errors() {
         (json!({"lora_dropout": 1.5}), "`lora_dropout`"),
         (json!({"use_magic": true}), "unknown option `use_magic`"),
     ] {
-        let e = LoraConfig::from_json(&cfg).unwrap_err();
+        let e = LoraConfig::from_json(&cfg).unwrap_err().to_string();
         assert!(e.contains(needle), "{cfg}: {e}");
     }
 }

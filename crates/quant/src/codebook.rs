@@ -24,6 +24,8 @@ pub const NF4: [f32; 16] = [
 
 /// bitsandbytes' FP4 values by nibble: bit 3 is the sign, the low three bits index
 /// `[0, 0.0625, 8, 12, 4, 6, 2, 3] / 12` (not OCP E2M1).
+// Written as bitsandbytes writes the table, `12.0 / 12.0` included.
+#[allow(clippy::eq_op)]
 pub const FP4: [f32; 16] = [
     0.0 / 12.0,
     0.0625 / 12.0,

@@ -28,7 +28,7 @@ pub fn dequantize_4bit_into(
     out: &mut [f32],
 ) -> Result<()> {
     let numel = out.len();
-    if blocksize == 0 || blocksize % 2 != 0 {
+    if blocksize == 0 || !blocksize.is_multiple_of(2) {
         return Err(Error::Blocksize(blocksize));
     }
     if packed.len() != numel.div_ceil(2) || absmax.len() != numel.div_ceil(blocksize) {

@@ -65,12 +65,12 @@ pub fn int8_vectorwise_quant(
             *o = (kept(v) * scale).round_ties_even() as i8;
         }
     }
-    if rows > 1 {
-        if let Some(oc) = &outlier_cols {
-            for &c in oc {
-                for r in 0..rows {
-                    cb[r * cols + c] = 0;
-                }
+    if rows > 1
+        && let Some(oc) = &outlier_cols
+    {
+        for &c in oc {
+            for r in 0..rows {
+                cb[r * cols + c] = 0;
             }
         }
     }

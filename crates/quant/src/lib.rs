@@ -21,6 +21,7 @@ pub mod error;
 pub mod host;
 pub mod int8;
 pub mod layer;
+pub mod linear;
 pub mod torch_sum;
 
 pub use backend::{QuantBackend, dequantize_on_host};
@@ -34,6 +35,5 @@ pub use codebook::{FP4, NF4, dynamic_map_signed};
 pub use dense::DenseLinear;
 pub use error::{Error, Result};
 pub use int8::{Int8Rows, int8_vectorwise_dequant, int8_vectorwise_quant};
-pub use layer::{
-    DeviceAbsmax, HostWeight, Meta4, NestedDevice, QuantLinear, QuantWeight, Weight4, WeightInt8,
-};
+pub use layer::{DeviceAbsmax, HostWeight, Meta4, NestedDevice, QuantWeight, Weight4, WeightInt8};
+pub use linear::QuantLinear;

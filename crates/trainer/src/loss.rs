@@ -7,7 +7,8 @@ use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{ElementConversion, TensorData};
-use llama_model::{Llama, ModelInput, Projection, QuantBackend};
+use llama_model::{Llama, ModelInput, Projection};
+use quant::QuantBackend;
 
 /// The label that is not predicted.
 pub const IGNORE_INDEX: i64 = -100;

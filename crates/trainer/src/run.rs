@@ -9,7 +9,8 @@ use std::time::Instant;
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use data::{Batch, Loader, LoaderConfig, Position};
-use llama_model::{GenerationConfig, Llama, LlamaTokenizer, Message, QuantBackend};
+use llama_model::{GenerationConfig, Llama, LlamaTokenizer, Message};
+use quant::QuantBackend;
 
 use crate::config::{Method, OnNonFinite, TrainConfig};
 use crate::error::{Error, Result};

@@ -4,8 +4,9 @@ use std::path::Path;
 
 use burn::tensor::backend::AutodiffBackend;
 use data::{Dataset, EncodeOptions, Encoder, Format, ReadOptions, TokenizerConfig};
-use llama_model::peft::LoraConfig;
-use llama_model::{Llama, LlamaTokenizer, QuantBackend, QuantizeOptions};
+use llama_model::{Llama, LlamaTokenizer, QuantizeOptions};
+use peft::LoraConfig;
+use quant::QuantBackend;
 
 use crate::config::{Method, TrainConfig};
 use crate::error::{Error, Result};
@@ -24,8 +25,8 @@ pub fn load_model<B: AutodiffBackend + QuantBackend>(
             let q = &config.quant;
             let mut opts = QuantizeOptions::nf4();
             opts.method = match q.quant_type.as_str() {
-                "nf4" => llama_model::quant::BnbMethod::FourBit(llama_model::quant::QuantType::Nf4),
-                "fp4" => llama_model::quant::BnbMethod::FourBit(llama_model::quant::QuantType::Fp4),
+                "nf4" => quant::BnbMethod::FourBit(quant::QuantType::Nf4),
+                "fp4" => quant::BnbMethod::FourBit(quant::QuantType::Fp4),
                 other => {
                     return Err(Error::Config(format!(
                         "`quant.quant_type` = \"{other}\"; expected nf4 or fp4"

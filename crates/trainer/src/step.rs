@@ -5,7 +5,8 @@ use burn::module::Module;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use data::Batch;
-use llama_model::{Llama, QuantBackend};
+use llama_model::Llama;
+use quant::QuantBackend;
 
 use crate::grads::NamedGrads;
 use crate::loss::{count_targets, default_chunk_rows, head_loss, loss_and_grads};

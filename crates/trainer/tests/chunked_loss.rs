@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use burn::module::AutodiffModule;
 use burn_autodiff::Autodiff;
 use data::Batch;
-use llama_model::{Llama, apply_lora, load_pretrained, peft::LoraConfig};
+use llama_model::{Llama, apply_lora, load_pretrained};
+use peft::LoraConfig;
 use trainer::{
     IGNORE_INDEX, NamedGrads, causal_lm_loss, checkpointed_backward, count_targets, loss_and_grads,
     summed_lm_loss,

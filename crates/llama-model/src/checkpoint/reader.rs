@@ -11,8 +11,8 @@ use burn::tensor::TensorData;
 use memmap2::{Mmap, UncheckedAdvice};
 use safetensors::{Dtype, SafeTensors};
 
-use super::TensorSource;
 use crate::error::{Error, Result};
+use crate::source::TensorSource;
 
 struct Entry {
     file: usize,
@@ -141,7 +141,7 @@ impl SafetensorsSource {
 }
 
 /// Float safetensors data (F32, F16, BF16, F64) as f32; `None` for other dtypes.
-pub(crate) fn to_f32(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
+fn to_f32(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
     let out = match dtype {
         Dtype::F32 => bytes
             .chunks_exact(4)

@@ -10,9 +10,9 @@ use burn::tensor::TensorData;
 use super::names::{gguf_to_hf, rope_heads, unpermute_rows};
 use super::reader::GgufFile;
 use super::rope::scaling_from_factors;
-use crate::checkpoint::TensorSource;
 use crate::config::{LlamaConfig, RopeScaling};
 use crate::error::Result;
+use crate::source::TensorSource;
 
 /// Whether `path` names a GGUF file (by extension; the reader checks the magic).
 pub fn is_gguf_path(path: &Path) -> bool {
