@@ -93,7 +93,10 @@ pub fn run(args: Args) -> Result<()> {
         },
         train_on_prompt: args.train_on_prompt,
     };
-    let encoder = Encoder::from_dir(&args.model, options)
+    // A model directory or a `.gguf` file: the tokenizer and its settings, then the encoder.
+    let encoder = llama_model::load_tokenizer(&args.model)
+        .map_err(anyhow::Error::from)
+        .and_then(|tok| Ok(Encoder::from_tokenizer(&tok, options)?))
         .with_context(|| format!("loading the tokenizer of {}", args.model.display()))?;
     let read = ReadOptions {
         format: args

@@ -4,7 +4,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use llama_model::{LlamaTokenizer, Nll, resolve_model_dir, sequence_nll};
+use llama_model::{Nll, load_tokenizer, resolve_model_dir, sequence_nll};
 use quant::QuantBackend;
 
 use crate::backend::{DeviceArg, Job, default_model_dir, spinner};
@@ -79,7 +79,7 @@ impl Job for Args {
             Some(spec) => resolve_model_dir(&spec.to_string_lossy())?,
             None => default_model_dir()?,
         };
-        let tokenizer = LlamaTokenizer::from_dir(&dir)?;
+        let tokenizer = load_tokenizer(&dir)?;
         let pb = spinner(&format!("loading {}", dir.display()));
         let model = crate::backend::load_model::<B>(&dir, self.adapter.as_deref(), &device)?;
         pb.finish_and_clear();

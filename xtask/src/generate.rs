@@ -4,9 +4,8 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use llama_model::{
-    GenerationConfig, LlamaTokenizer, Message, SamplingConfig, generate, resolve_model_dir,
-};
+use llama_model::{GenerationConfig, SamplingConfig, generate, load_tokenizer, resolve_model_dir};
+use llama_tokenizer::Message;
 use quant::QuantBackend;
 
 use crate::backend::{DeviceArg, Job, default_model_dir, spinner};
@@ -60,7 +59,7 @@ impl Job for Args {
             Some(spec) => resolve_model_dir(&spec.to_string_lossy())?,
             None => default_model_dir()?,
         };
-        let tokenizer = LlamaTokenizer::from_dir(&dir)?;
+        let tokenizer = load_tokenizer(&dir)?;
         let pb = spinner(&format!("loading {}", dir.display()));
         let model = crate::backend::load_model::<B>(&dir, self.adapter.as_deref(), &device)?;
         pb.finish_and_clear();

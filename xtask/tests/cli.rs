@@ -111,7 +111,8 @@ fn eval_reads_jsonl_text_field() {
 
 #[test]
 fn generate_streams_the_library_greedy_answer() {
-    use llama_model::{GenerationConfig, LlamaTokenizer, generate, load_pretrained};
+    use llama_model::{GenerationConfig, generate, load_pretrained};
+    use llama_tokenizer::LlamaTokenizer;
     let model_dir = fixtures().join("models/mha_untied");
     let out = xtask(&[
         "generate",

@@ -1,8 +1,5 @@
 //! Batches: padded rows of single examples, or packed rows of several examples with restarting
-//! positions and segment ids. Plain vectors; tensors only in [`Batch::to_tensors`].
-
-use burn::prelude::*;
-use llama_model::ModelInput;
+//! positions and segment ids. Plain vectors: the trainer turns them into tensors.
 
 use crate::error::{Error, Result};
 use crate::tokenize::{Example, IGNORE_INDEX};
@@ -34,43 +31,6 @@ pub struct Batch {
     pub position_ids: Vec<u32>,
     /// Packed rows only: 1, 2, ... per example in the row, 0 for padding.
     pub segment_ids: Option<Vec<u32>>,
-}
-
-/// A batch on a device.
-#[derive(Debug, Clone)]
-pub struct BatchTensors<B: Backend> {
-    /// `[rows, seq]`.
-    pub input_ids: Tensor<B, 2, Int>,
-    /// `[rows, seq]`.
-    pub attention_mask: Tensor<B, 2, Int>,
-    /// `[rows, seq]`.
-    pub labels: Tensor<B, 2, Int>,
-    /// `[rows, seq]`.
-    pub position_ids: Tensor<B, 2, Int>,
-    /// `[rows, seq]`, packed batches only.
-    pub segment_ids: Option<Tensor<B, 2, Int>>,
-}
-
-impl<B: Backend> BatchTensors<B> {
-    /// The model input (ids, padding mask, positions and, when packed, segments).
-    pub fn model_input(&self) -> ModelInput<B> {
-        let input = ModelInput::new(self.input_ids.clone())
-            .with_mask(self.attention_mask.clone())
-            .with_positions(self.position_ids.clone());
-        match &self.segment_ids {
-            Some(s) => input.with_segments(s.clone()),
-            None => input,
-        }
-    }
-}
-
-fn int_tensor<B: Backend>(
-    v: Vec<i64>,
-    rows: usize,
-    seq: usize,
-    device: &B::Device,
-) -> Tensor<B, 2, Int> {
-    Tensor::from_data(TensorData::new(v, [rows, seq]), device)
 }
 
 impl Batch {
@@ -164,27 +124,6 @@ impl Batch {
             0.0
         } else {
             self.real_tokens() as f64 / n as f64
-        }
-    }
-
-    /// Copies the batch to `device` as `Int` tensors of shape `[rows, seq]`.
-    pub fn to_tensors<B: Backend>(&self, device: &B::Device) -> BatchTensors<B> {
-        let (r, s) = (self.rows, self.seq);
-        let widen = |v: &[u32]| v.iter().map(|&x| x as i64).collect::<Vec<_>>();
-        BatchTensors {
-            input_ids: int_tensor(widen(&self.input_ids), r, s, device),
-            attention_mask: int_tensor(
-                self.attention_mask.iter().map(|&x| x as i64).collect(),
-                r,
-                s,
-                device,
-            ),
-            labels: int_tensor(self.labels.clone(), r, s, device),
-            position_ids: int_tensor(widen(&self.position_ids), r, s, device),
-            segment_ids: self
-                .segment_ids
-                .as_ref()
-                .map(|v| int_tensor(widen(v), r, s, device)),
         }
     }
 }

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 
 use crate::error::{Error, Result};
 use crate::format::{FieldMap, Format, parse};
-use crate::reader::{RawRecord, read_all};
+use crate::reader::read_all;
+use crate::record::RawRecord;
 use crate::rng::shuffled;
 use crate::tokenize::{Encoded, Encoder, Example};
 

@@ -63,9 +63,9 @@ pub enum Error {
     /// The tokenizer failed.
     #[error("tokenizer: {0}")]
     Tokenizer(String),
-    /// An error from `llama-model` (tokenizer files, templates).
+    /// An error from `llama-tokenizer` (tokenizer files, compiling a chat template).
     #[error(transparent)]
-    Model(#[from] llama_model::Error),
+    TokenizerFiles(#[from] llama_tokenizer::Error),
 }
 
 impl Error {

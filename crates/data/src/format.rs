@@ -5,11 +5,12 @@ use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 
-use llama_model::Message;
+use llama_tokenizer::Message;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::reader::{RawRecord, kind_name};
+use crate::reader::kind_name;
+use crate::record::RawRecord;
 
 /// The record layouts the pipeline understands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use parquet::record::{Field, Row};
 use serde_json::{Map, Number, Value};
 
 use crate::error::{Error, Loc, Result};
-use crate::reader::{RawRecord, RecordIter};
+use crate::record::{RawRecord, RecordIter};
 
 /// Streams the rows of a Parquet file (one row group decoded at a time).
 pub fn read_parquet(path: Arc<PathBuf>) -> Result<RecordIter> {

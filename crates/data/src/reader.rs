@@ -11,24 +11,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, Loc, Result};
 use crate::parquet_reader;
-
-/// One record as read from a file, before its format is interpreted.
-#[derive(Debug, Clone)]
-pub struct RawRecord {
-    /// The file it came from.
-    pub path: Arc<PathBuf>,
-    /// Its line / record / row in that file.
-    pub loc: Loc,
-    /// Its fields.
-    pub fields: Map<String, Value>,
-}
-
-impl RawRecord {
-    /// A record-level error at this record's location.
-    pub fn error(&self, message: impl Into<String>) -> Error {
-        Error::record(&self.path, self.loc, message)
-    }
-}
+pub use crate::record::{RawRecord, RecordIter};
 
 /// The kinds of file the readers understand.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,9 +27,6 @@ pub enum FileKind {
     /// Plain text, one record per non-blank line in field `text` (`.txt`, `.text`, `.md`).
     Text,
 }
-
-/// A boxed stream of records.
-pub type RecordIter = Box<dyn Iterator<Item = Result<RawRecord>> + Send>;
 
 /// Picks the reader from the file name (and, for `.json`, the first non-blank byte).
 pub fn file_kind(path: &Path) -> Result<FileKind> {

@@ -1,7 +1,7 @@
 //! Prompt and chat templates: the model's own Jinja `chat_template`, the built-in `llama2`,
 //! `llama3` and `chatml` Jinja templates, and the Stanford Alpaca prompt.
 //!
-//! Rendering goes through `llama_model::ChatTemplate` (the same minijinja setup as inference),
+//! Rendering goes through `llama_tokenizer::ChatTemplate` (the same minijinja setup as inference),
 //! so the text equals transformers' `apply_chat_template(messages, tokenize=False)`. Trained
 //! spans come from `{% generation %}` tags when the template has them (transformers'
 //! `return_assistant_tokens_mask`), otherwise from rendering each assistant turn's prefix:
@@ -9,11 +9,9 @@
 
 use std::fmt;
 use std::ops::Range;
-use std::path::Path;
 use std::str::FromStr;
 
-use llama_model::{ChatTemplate, Message};
-use serde_json::Value;
+use llama_tokenizer::{ChatTemplate, Message};
 
 use crate::error::{Error, Result};
 
@@ -89,63 +87,6 @@ pub fn alpaca_prompt(instruction: &str, input: &str) -> String {
         ALPACA_PROMPT_INPUT
             .replace("{instruction}", instruction)
             .replace("{input}", input)
-    }
-}
-
-/// Special tokens and chat template read from a checkpoint's tokenizer files.
-#[derive(Debug, Clone, Default)]
-pub struct TokenizerConfig {
-    /// `bos_token`, if any.
-    pub bos_token: Option<String>,
-    /// `eos_token`, if any.
-    pub eos_token: Option<String>,
-    /// `pad_token`, if any.
-    pub pad_token: Option<String>,
-    /// The Jinja `chat_template` (from `chat_template.jinja` or `tokenizer_config.json`).
-    pub chat_template: Option<String>,
-}
-
-fn token_string(v: Option<&Value>) -> Option<String> {
-    match v? {
-        Value::String(s) => Some(s.clone()),
-        Value::Object(o) => o.get("content").and_then(Value::as_str).map(str::to_string),
-        _ => None,
-    }
-}
-
-impl TokenizerConfig {
-    /// Reads `tokenizer_config.json` and `chat_template.jinja` of `dir` (both optional).
-    pub fn from_dir(dir: &Path) -> Result<Self> {
-        let path = dir.join("tokenizer_config.json");
-        let config: Value = if path.is_file() {
-            let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-            serde_json::from_str(&text)
-                .map_err(|e| Error::file(&path, format!("malformed JSON: {e}")))?
-        } else {
-            Value::Null
-        };
-        let jinja = dir.join("chat_template.jinja");
-        let chat_template = if jinja.is_file() {
-            Some(std::fs::read_to_string(&jinja).map_err(|e| Error::io(&jinja, e))?)
-        } else {
-            match config.get("chat_template") {
-                Some(Value::String(s)) => Some(s.clone()),
-                Some(Value::Array(list)) => list
-                    .iter()
-                    .find(|t| t.get("name").and_then(Value::as_str) == Some("default"))
-                    .or_else(|| list.first())
-                    .and_then(|t| t.get("template"))
-                    .and_then(Value::as_str)
-                    .map(str::to_string),
-                _ => None,
-            }
-        };
-        Ok(Self {
-            bos_token: token_string(config.get("bos_token")),
-            eos_token: token_string(config.get("eos_token")),
-            pad_token: token_string(config.get("pad_token")),
-            chat_template,
-        })
     }
 }
 

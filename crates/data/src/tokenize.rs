@@ -5,13 +5,11 @@
 
 use std::path::Path;
 
-use llama_model::{LlamaTokenizer, Message};
+use llama_tokenizer::{LlamaTokenizer, Message, TokenizerConfig};
 
 use crate::error::{Error, Result};
 use crate::format::{Parsed, Sample};
-use crate::template::{
-    ChatRenderer, TemplateChoice, TokenizerConfig, alpaca_prompt, builtin_source,
-};
+use crate::template::{ChatRenderer, TemplateChoice, alpaca_prompt, builtin_source};
 
 /// Label of a token the loss ignores.
 pub const IGNORE_INDEX: i64 = -100;
@@ -106,9 +104,16 @@ pub struct Encoder {
 impl Encoder {
     /// Loads `tokenizer.json` and `tokenizer_config.json` of a model directory.
     pub fn from_dir(dir: &Path, options: EncodeOptions) -> Result<Self> {
-        let tok = LlamaTokenizer::from_dir(dir)?;
-        let config = TokenizerConfig::from_dir(dir)?;
-        Self::new(tok.inner().clone(), config, options)
+        Self::from_tokenizer(&LlamaTokenizer::from_dir(dir)?, options)
+    }
+
+    /// An encoder over a loaded tokenizer and its config (from a directory or a GGUF file).
+    pub fn from_tokenizer(tokenizer: &LlamaTokenizer, options: EncodeOptions) -> Result<Self> {
+        Self::new(
+            tokenizer.inner().clone(),
+            tokenizer.config().clone(),
+            options,
+        )
     }
 
     /// An encoder over a tokenizer and its config.

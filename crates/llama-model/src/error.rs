@@ -86,17 +86,10 @@ pub enum Error {
         /// The shape stored in the file.
         found: Vec<usize>,
     },
-    /// `tokenizer.json` or `tokenizer_config.json` could not be used.
-    #[error("{path}: {message}")]
-    Tokenizer {
-        /// The tokenizer file.
-        path: PathBuf,
-        /// What went wrong.
-        message: String,
-    },
-    /// The chat template failed to compile or render.
-    #[error("chat template: {0}")]
-    Template(String),
+    /// `tokenizer.json`, `tokenizer_config.json` or the chat template could not be used (from
+    /// `llama-tokenizer`).
+    #[error(transparent)]
+    Tokenizer(#[from] llama_tokenizer::Error),
     /// A prompt does not fit in the model's context.
     #[error(
         "prompt of {tokens} tokens plus {new} new tokens exceeds max_position_embeddings = {max}"

@@ -9,8 +9,9 @@
 //!   (single-file or sharded safetensors, f32/f16/bf16).
 //! - [`gguf`] reads and writes llama.cpp's GGUF files (metadata, quantized tensors, tokenizer)
 //!   and fetches the default model, SmolLM2-135M-Instruct.
-//! - [`generate`] decodes with a [`KvCache`]; [`LlamaTokenizer`] carries the tokenizer and the
-//!   chat template; [`sequence_nll`] scores text.
+//! - [`generate`] decodes with a [`KvCache`]; [`sequence_nll`] scores text.
+//! - [`load_tokenizer`] reads the tokenizer (`llama_tokenizer::LlamaTokenizer`) of a checkpoint
+//!   directory or a `.gguf` file.
 
 pub mod adapter;
 pub mod cache;
@@ -27,7 +28,6 @@ pub mod quantize;
 pub mod sampling;
 pub mod score;
 mod source;
-pub mod tokenizer;
 
 pub use adapter::{
     apply_lora, load_adapter, load_named_adapter, merge_adapters, merge_adapters_requantized,
@@ -40,8 +40,9 @@ pub use error::{Error, Result};
 pub use generate::{GenerationConfig, generate};
 pub use model::{LayerInputs, Llama, ModelInput};
 pub use nn::linear::{NamedTensor, Projection};
-pub use pretrained::{load_pretrained, load_pretrained_quantized, resolve_model_dir};
+pub use pretrained::{
+    load_pretrained, load_pretrained_quantized, load_tokenizer, resolve_model_dir,
+};
 pub use quantize::QuantizeOptions;
 pub use sampling::{Sampler, SamplingConfig};
 pub use score::{Nll, sequence_nll};
-pub use tokenizer::{ChatTemplate, LlamaTokenizer, Message};

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use llama_tokenizer::LlamaTokenizer;
 use quant::QuantBackend;
 
 use crate::checkpoint::{SafetensorsSource, TensorSource};
@@ -38,6 +39,16 @@ pub fn load_pretrained_quantized<B: QuantBackend>(
         });
     }
     Llama::from_source_quantized(&config, src.as_mut(), Some(options), device)
+}
+
+/// The tokenizer of a checkpoint directory (`tokenizer.json`, `tokenizer_config.json`,
+/// `chat_template.jinja`) or of a `.gguf` file (its `tokenizer.*` metadata).
+pub fn load_tokenizer(path: impl AsRef<Path>) -> Result<LlamaTokenizer> {
+    let path = path.as_ref();
+    if crate::gguf::is_gguf_path(path) {
+        return crate::gguf::tokenizer_from_gguf(&crate::gguf::GgufFile::open(path)?);
+    }
+    Ok(LlamaTokenizer::from_dir(path)?)
 }
 
 /// The configuration and the tensor source of a checkpoint directory or a `.gguf` file.

@@ -6,7 +6,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{B, DEVICE, model_dir};
-use llama_model::{GenerationConfig, LlamaTokenizer, generate, load_pretrained};
+use llama_model::{GenerationConfig, generate, load_pretrained, load_tokenizer};
 
 /// A private copy of a fixture checkpoint that a test may damage.
 fn scratch(tag: &str) -> PathBuf {
@@ -221,19 +221,13 @@ fn tokenizer_that_fails_to_parse() {
         "{\"version\": \"1.0\", \"model\": 42}",
     )
     .unwrap();
-    let err = LlamaTokenizer::from_dir(&dir)
-        .err()
-        .expect("must fail")
-        .to_string();
+    let err = load_tokenizer(&dir).err().expect("must fail").to_string();
     assert!(
         err.contains("tokenizer.json") && err.contains("failed to parse"),
         "{err}"
     );
     std::fs::remove_file(dir.join("tokenizer.json")).unwrap();
-    let err = LlamaTokenizer::from_dir(&dir)
-        .err()
-        .expect("must fail")
-        .to_string();
+    let err = load_tokenizer(&dir).err().expect("must fail").to_string();
     assert!(
         err.contains("tokenizer.json") && err.contains("not found"),
         "{err}"

@@ -4,7 +4,7 @@
 mod common;
 
 use common::fixtures;
-use llama_model::{LlamaTokenizer, Message};
+use llama_tokenizer::{LlamaTokenizer, Message};
 
 #[test]
 fn chat_templates_match_transformers() {

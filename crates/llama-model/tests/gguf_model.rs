@@ -13,9 +13,9 @@ use std::path::PathBuf;
 use burn::prelude::*;
 use llama_model::gguf::cached_default_model;
 use llama_model::{
-    GenerationConfig, LlamaTokenizer, Message, ModelInput, SamplingConfig, generate,
-    load_pretrained,
+    GenerationConfig, ModelInput, SamplingConfig, generate, load_pretrained, load_tokenizer,
 };
+use llama_tokenizer::Message;
 use serde_json::Value;
 
 type B = burn_flex::Flex;
@@ -91,7 +91,7 @@ fn tiny_gguf_logits_match_transformers() {
 #[test]
 fn tiny_gguf_tokenizer_matches_transformers() {
     let exp = json("tiny.json");
-    let tok = LlamaTokenizer::from_dir(fixture("tiny.gguf")).unwrap();
+    let tok = load_tokenizer(fixture("tiny.gguf")).unwrap();
     for (text, want) in exp["texts"]
         .as_array()
         .unwrap()
@@ -118,7 +118,7 @@ fn tiny_gguf_tokenizer_matches_transformers() {
 
 #[test]
 fn spm_vocab_adds_bos_when_asked() {
-    let tok = LlamaTokenizer::from_dir(fixture("vocab/ggml-vocab-llama-spm.gguf")).unwrap();
+    let tok = load_tokenizer(fixture("vocab/ggml-vocab-llama-spm.gguf")).unwrap();
     let plain = tok.encode("Hello world", false).unwrap();
     let with = tok.encode("Hello world", true).unwrap();
     assert_eq!(with[0], 1, "BOS <s>");
@@ -135,7 +135,7 @@ fn smollm2_matches_transformers() {
         return;
     };
     let exp = json("smollm2_parity.json");
-    let tok = LlamaTokenizer::from_dir(&path).unwrap();
+    let tok = load_tokenizer(&path).unwrap();
     let model = load_pretrained::<B>(&path, &Default::default()).unwrap();
     for (i, case) in exp["cases"].as_array().unwrap().iter().enumerate() {
         let prompt = case["prompt"].as_str().unwrap();

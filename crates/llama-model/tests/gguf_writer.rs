@@ -176,7 +176,8 @@ fn models(name: &str) -> PathBuf {
 #[test]
 fn hf_checkpoint_with_adapter_exports_and_reloads() {
     use burn::prelude::*;
-    use llama_model::{LlamaTokenizer, ModelInput, load_adapter, merge_adapters};
+    use llama_model::{ModelInput, load_adapter, load_tokenizer, merge_adapters};
+    use llama_tokenizer::LlamaTokenizer;
     let dir = models("mha_untied");
     let mut model = load_pretrained::<B>(&dir, &Default::default()).unwrap();
     let adapter = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../peft/tests/fixtures/lora_qv");
@@ -203,7 +204,7 @@ fn hf_checkpoint_with_adapter_exports_and_reloads() {
     assert!(diff < 1e-5, "merged model vs its GGUF export: {diff}");
     // The Llama-3-style tokenizer.json became `gpt2`/`llama-bpe` metadata that tokenizes alike.
     let hf = LlamaTokenizer::from_dir(&dir).unwrap();
-    let gg = LlamaTokenizer::from_dir(&out).unwrap();
+    let gg = load_tokenizer(&out).unwrap();
     let file = GgufFile::open(&out).unwrap();
     assert_eq!(
         file.get_str("tokenizer.ggml.pre").unwrap(),

@@ -5,9 +5,8 @@ mod common;
 
 use burn::prelude::*;
 use common::{Expected, MODELS, fixtures, max_abs_diff, model_dir};
-use llama_model::{
-    GenerationConfig, LlamaTokenizer, ModelInput, generate, load_pretrained, sequence_nll,
-};
+use llama_model::{GenerationConfig, ModelInput, generate, load_pretrained, sequence_nll};
+use llama_tokenizer::LlamaTokenizer;
 
 const TOL: f32 = 1e-4;
 

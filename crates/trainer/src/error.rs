@@ -33,6 +33,9 @@ pub enum Error {
     /// From the model crate.
     #[error(transparent)]
     Model(#[from] llama_model::Error),
+    /// From the tokenizer crate (encoding prompts, decoding samples, the chat template).
+    #[error(transparent)]
+    Tokenizer(#[from] llama_tokenizer::Error),
 }
 
 impl Error {

@@ -9,6 +9,7 @@
 //!   whole accumulated batch); [`loss_and_grads`] computes it a chunk of positions at a time
 //!   with its gradient written out, never holding the `[batch, seq, vocab]` logits.
 
+pub mod batch;
 pub mod card;
 pub mod checkpoint;
 pub mod config;
@@ -25,6 +26,7 @@ pub mod schedule;
 pub mod setup;
 pub mod step;
 
+pub use batch::{BatchTensors, batch_tensors, labels_tensor};
 pub use checkpoint::write_atomic;
 pub use config::{LoraSection, Method, OnNonFinite, QuantSection, TrainConfig};
 pub use error::{Error, Result};

@@ -10,8 +10,8 @@ use burn::tensor::{ElementConversion, TensorData};
 use llama_model::{Llama, ModelInput, Projection};
 use quant::QuantBackend;
 
-/// The label that is not predicted.
-pub const IGNORE_INDEX: i64 = -100;
+/// The label that is not predicted (defined by the dataset crate, which writes the labels).
+pub use data::IGNORE_INDEX;
 
 /// Number of predicted tokens in `labels` `[batch, seq]` (labels after the first position that
 /// are not [`IGNORE_INDEX`]).

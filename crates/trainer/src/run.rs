@@ -9,7 +9,8 @@ use std::time::Instant;
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use data::{Batch, Loader, LoaderConfig, Position};
-use llama_model::{GenerationConfig, Llama, LlamaTokenizer, Message};
+use llama_model::{GenerationConfig, Llama};
+use llama_tokenizer::{LlamaTokenizer, Message};
 use quant::QuantBackend;
 
 use crate::config::{Method, OnNonFinite, TrainConfig};
@@ -57,7 +58,7 @@ pub fn evaluate<B: QuantBackend>(model: &Llama<B>, batches: &[Batch]) -> Option<
         if n == 0 {
             continue;
         }
-        let t = b.to_tensors::<B>(&device);
+        let t = crate::batch::batch_tensors::<B>(b, &device);
         let chunk = default_chunk_rows(model.config().vocab_size);
         total += summed_lm_loss(model, t.model_input(), &b.labels, b.seq, chunk);
         count += n;

@@ -3,8 +3,9 @@
 use std::path::Path;
 
 use burn::tensor::backend::AutodiffBackend;
-use data::{Dataset, EncodeOptions, Encoder, Format, ReadOptions, TokenizerConfig};
-use llama_model::{Llama, LlamaTokenizer, QuantizeOptions};
+use data::{Dataset, EncodeOptions, Encoder, Format, ReadOptions};
+use llama_model::{Llama, QuantizeOptions};
+use llama_tokenizer::LlamaTokenizer;
 use peft::LoraConfig;
 use quant::QuantBackend;
 
@@ -80,23 +81,6 @@ pub fn lora_config(config: &TrainConfig) -> Result<LoraConfig> {
     .map_err(|e| Error::Config(format!("[lora]: {e}")))
 }
 
-/// The tokenizer settings of a model directory, or of a GGUF file's metadata.
-fn tokenizer_config(model_path: &Path) -> Result<TokenizerConfig> {
-    if llama_model::gguf::is_gguf_path(model_path) {
-        let file = llama_model::gguf::GgufFile::open(model_path)?;
-        let files = llama_model::gguf::tokenizer_files(&file)?;
-        let c = &files.tokenizer_config;
-        let s = |k: &str| c.get(k).and_then(|v| v.as_str()).map(str::to_string);
-        return Ok(TokenizerConfig {
-            bos_token: s("bos_token"),
-            eos_token: s("eos_token"),
-            pad_token: s("pad_token"),
-            chat_template: s("chat_template"),
-        });
-    }
-    TokenizerConfig::from_dir(model_path).map_err(data_error)
-}
-
 fn data_error(e: data::Error) -> Error {
     Error::Config(e.to_string())
 }
@@ -115,8 +99,9 @@ pub struct Splits {
 
 /// Reads, templates and tokenizes the data of `config` with the model's tokenizer.
 pub fn load_data(config: &TrainConfig, model_path: &Path) -> Result<Splits> {
-    let tokenizer = LlamaTokenizer::from_dir(model_path)?;
-    let tc = tokenizer_config(model_path)?;
+    // The tokenizer of a model directory or of a GGUF file's metadata, with its settings.
+    let tokenizer = llama_model::load_tokenizer(model_path)?;
+    let tc = tokenizer.config().clone();
     let pad_id = tc
         .pad_token
         .as_deref()

@@ -74,7 +74,7 @@ where
     let mut loss = 0.0;
     let mut tokens = 0;
     for (m, batch) in micro.iter().enumerate() {
-        let t = batch.to_tensors::<B>(&device);
+        let t = crate::batch::batch_tensors::<B>(batch, &device);
         if options.gradient_checkpointing {
             let seed = options.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (m as u64) << 32;
             loss += checkpointed_backward(

@@ -13,8 +13,8 @@ use data::Batch;
 use llama_model::{Llama, apply_lora, load_pretrained};
 use peft::LoraConfig;
 use trainer::{
-    IGNORE_INDEX, NamedGrads, causal_lm_loss, checkpointed_backward, count_targets, loss_and_grads,
-    summed_lm_loss,
+    IGNORE_INDEX, NamedGrads, batch_tensors, causal_lm_loss, checkpointed_backward, count_targets,
+    labels_tensor, loss_and_grads, summed_lm_loss,
 };
 
 type Ad = Autodiff<burn_flex::Flex>;
@@ -94,9 +94,10 @@ fn check(name: &str, lora: bool) {
     let device = Default::default();
     let b = batch(model.config().vocab_size);
     let n = count_targets(&b.labels, b.seq);
-    let t = b.to_tensors::<Ad>(&device);
+    let t = batch_tensors::<Ad>(&b, &device);
 
-    let reference = causal_lm_loss(model.forward(t.model_input(), None), t.labels.clone(), n);
+    let labels = labels_tensor::<Ad>(&b, &device);
+    let reference = causal_lm_loss(model.forward(t.model_input(), None), labels, n);
     let ref_loss = f64::from(reference.clone().into_scalar());
     let mut ref_grads = NamedGrads::default();
     ref_grads.accumulate(&model, &reference.backward());
@@ -114,7 +115,7 @@ fn check(name: &str, lora: bool) {
 
     // The value-only loss of evaluation, on the plain backend.
     let plain = model.valid();
-    let tp = b.to_tensors::<burn_flex::Flex>(&device);
+    let tp = batch_tensors::<burn_flex::Flex>(&b, &device);
     let summed = summed_lm_loss(&plain, tp.model_input(), &b.labels, b.seq, 5);
     assert!(
         (summed / n as f64 - ref_loss).abs() <= 1e-6 * ref_loss.abs(),
@@ -145,7 +146,7 @@ fn check_checkpointed(name: &str, lora: bool) {
     let device = Default::default();
     let b = batch(model.config().vocab_size);
     let n = count_targets(&b.labels, b.seq);
-    let t = b.to_tensors::<Ad>(&device);
+    let t = batch_tensors::<Ad>(&b, &device);
     let (loss, g) = loss_and_grads(&model, t.model_input(), &b.labels, n, 5);
     let mut plain = NamedGrads::default();
     plain.accumulate(&model, &g);

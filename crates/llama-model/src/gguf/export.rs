@@ -17,6 +17,7 @@ use super::writer::GgufWriter;
 use crate::error::{Error, Result};
 use crate::model::Llama;
 use crate::nn::linear::NamedTensor;
+use llama_tokenizer::TokenizerConfig;
 use quant::QuantBackend;
 
 /// Every `tokenizer.*` pair of a GGUF file, to copy into another.
@@ -32,38 +33,24 @@ fn strs(v: impl IntoIterator<Item = String>) -> MetaValue {
     MetaValue::Array(v.into_iter().map(MetaValue::String).collect())
 }
 
-fn token_content(v: Option<&Value>) -> Option<&str> {
-    match v? {
-        Value::String(s) => Some(s),
-        Value::Object(o) => o.get("content").and_then(Value::as_str),
-        _ => None,
-    }
-}
-
 /// `tokenizer.ggml.*` and `tokenizer.chat_template` from a Hugging Face tokenizer directory
 /// (`tokenizer.json`, `tokenizer_config.json`, optional `chat_template.jinja`). Byte-level BPE
 /// becomes `gpt2` (pre-tokenizer recognised as `llama-bpe`, `smollm` or `gpt2`); BPE with byte
 /// fallback becomes `llama`, with scores that rank each piece by its first merge.
 pub fn tokenizer_metadata_from_hf(dir: &Path) -> Result<Vec<(String, MetaValue)>> {
     let path = dir.join("tokenizer.json");
-    let read = |p: &Path| -> Result<Value> {
-        let text = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
-        serde_json::from_str(&text).map_err(|source| Error::Json {
-            path: p.to_path_buf(),
-            source,
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let tj: Value = serde_json::from_str(&text).map_err(|source| Error::Json {
+        path: path.clone(),
+        source,
+    })?;
+    let err = |message: String| {
+        Error::from(llama_tokenizer::Error::Tokenizer {
+            path: path.clone(),
+            message,
         })
     };
-    let tj = read(&path)?;
-    let err = |message: String| Error::Tokenizer {
-        path: path.clone(),
-        message,
-    };
-    let cfg_path = dir.join("tokenizer_config.json");
-    let cfg = if cfg_path.is_file() {
-        read(&cfg_path)?
-    } else {
-        Value::Null
-    };
+    let cfg = TokenizerConfig::from_dir(dir)?;
     let model = &tj["model"];
     if model["type"] != "BPE" {
         return Err(err(format!(
@@ -119,8 +106,11 @@ pub fn tokenizer_metadata_from_hf(dir: &Path) -> Result<Vec<(String, MetaValue)>
             other => Err(err(format!("merge {other} is neither \"a b\" nor [a, b]"))),
         })
         .collect::<Result<_>>()?;
-    let id_of =
-        |key: &str| token_content(cfg.get(key)).and_then(|t| tokens.iter().position(|x| x == t));
+    let id_of = |token: &Option<String>| {
+        token
+            .as_deref()
+            .and_then(|t| tokens.iter().position(|x| x == t))
+    };
     let mut meta: Vec<(String, MetaValue)> = Vec::new();
     let pre_json = tj["pre_tokenizer"].to_string();
     if byte_fallback {
@@ -193,30 +183,25 @@ pub fn tokenizer_metadata_from_hf(dir: &Path) -> Result<Vec<(String, MetaValue)>
     }
     let types = types.into_iter().map(MetaValue::I32).collect();
     meta.push(("tokenizer.ggml.token_type".into(), MetaValue::Array(types)));
-    for (key, cfg_key) in [
-        ("bos_token_id", "bos_token"),
-        ("eos_token_id", "eos_token"),
-        ("unknown_token_id", "unk_token"),
-        ("padding_token_id", "pad_token"),
+    for (key, token) in [
+        ("bos_token_id", &cfg.bos_token),
+        ("eos_token_id", &cfg.eos_token),
+        ("unknown_token_id", &cfg.unk_token),
+        ("padding_token_id", &cfg.pad_token),
     ] {
-        if let Some(id) = id_of(cfg_key) {
+        if let Some(id) = id_of(token) {
             meta.push((format!("tokenizer.ggml.{key}"), MetaValue::U32(id as u32)));
         }
     }
-    for key in ["add_bos_token", "add_eos_token"] {
-        if let Some(b) = cfg.get(key).and_then(Value::as_bool) {
+    for (key, flag) in [
+        ("add_bos_token", cfg.add_bos_token),
+        ("add_eos_token", cfg.add_eos_token),
+    ] {
+        if let Some(b) = flag {
             meta.push((format!("tokenizer.ggml.{key}"), MetaValue::Bool(b)));
         }
     }
-    let jinja = dir.join("chat_template.jinja");
-    let template = if jinja.is_file() {
-        Some(std::fs::read_to_string(&jinja).map_err(|e| Error::io(&jinja, e))?)
-    } else {
-        cfg.get("chat_template")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-    };
-    if let Some(t) = template {
+    if let Some(t) = cfg.chat_template {
         meta.push(("tokenizer.chat_template".into(), MetaValue::String(t)));
     }
     Ok(meta)

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 use super::reader::GgufFile;
 use crate::error::Result;
-use crate::tokenizer::{ChatTemplate, LlamaTokenizer};
+use llama_tokenizer::{LlamaTokenizer, TokenizerConfig};
 
 /// llama.cpp's token types.
 const UNKNOWN: i64 = 2;
@@ -286,19 +286,7 @@ pub fn tokenizer_from_gguf(file: &GgufFile) -> Result<LlamaTokenizer> {
                 "the tokenizer built from `tokenizer.ggml.*` is invalid: {e}"
             ))
         })?;
-    let cfg = &files.tokenizer_config;
-    let token = |k: &str| cfg.get(k).and_then(Value::as_str).map(str::to_string);
-    let (bos, eos) = (token("bos_token"), token("eos_token"));
-    let template = match cfg.get("chat_template").and_then(Value::as_str) {
-        Some(src) => Some(
-            ChatTemplate::new(
-                src,
-                bos.as_deref().unwrap_or(""),
-                eos.as_deref().unwrap_or(""),
-            )
-            .map_err(|e| file.error(format!("`tokenizer.chat_template`: {e}")))?,
-        ),
-        None => None,
-    };
-    Ok(LlamaTokenizer::from_parts(inner, bos, eos, template))
+    let config = TokenizerConfig::from_json(&files.tokenizer_config);
+    LlamaTokenizer::from_config(inner, config)
+        .map_err(|e| file.error(format!("`tokenizer.chat_template`: {e}")))
 }
