@@ -7,13 +7,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use burn::tensor::backend::AutodiffBackend;
 use indicatif::{ProgressBar, ProgressStyle};
 use quant::QuantBackend;
-use trainer::{Method, Observer, RunPaths, StepStats, TrainConfig};
-
-use crate::backend::DeviceArg;
+use trainer::{Device, Method, Observer, RunPaths, StepStats, TrainConfig};
 
 /// Arguments of `train`; every flag overrides the same field of `--config`.
 #[derive(clap::Args, Debug, Default)]
@@ -42,9 +40,9 @@ pub struct Args {
     /// Run directory name (default: a timestamp).
     #[arg(long)]
     run_name: Option<String>,
-    /// cpu (burn-flex), ndarray (burn-ndarray) or cuda.
-    #[arg(long, value_enum)]
-    device: Option<DeviceArg>,
+    /// cpu (burn-flex), ndarray (burn-ndarray), cuda or cuda:N (GPU N).
+    #[arg(long)]
+    device: Option<Device>,
     /// Continue the run in this directory from its newest checkpoint.
     #[arg(long)]
     resume: Option<PathBuf>,
@@ -118,34 +116,6 @@ fn shipped_data() -> (PathBuf, PathBuf) {
     (dir.join("train.jsonl"), dir.join("valid.jsonl"))
 }
 
-/// Sets a dotted `key` of the configuration to `value` (TOML syntax; a bare word is a string).
-fn set_field(config: TrainConfig, spec: &str) -> Result<TrainConfig> {
-    let (key, raw) = spec
-        .split_once('=')
-        .with_context(|| format!("--set {spec}: expected KEY=VALUE"))?;
-    let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
-        .ok()
-        .and_then(|mut t| t.remove("v"))
-        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
-    let mut table = toml::Table::try_from(&config).context("rendering the configuration")?;
-    let mut parts: Vec<&str> = key.split('.').collect();
-    let last = parts.pop().unwrap_or_default();
-    let mut node = &mut table;
-    for p in parts {
-        node = node
-            .get_mut(p)
-            .and_then(toml::Value::as_table_mut)
-            .with_context(|| format!("--set {spec}: no section `{p}`"))?;
-    }
-    if !node.contains_key(last) {
-        bail!("--set {spec}: unknown field `{key}`");
-    }
-    node.insert(last.to_string(), value);
-    table
-        .try_into()
-        .map_err(|e: toml::de::Error| anyhow::anyhow!("--set {spec}: {}", e.to_string().trim()))
-}
-
 impl Args {
     /// The configuration: the file (or the default run), then the flags.
     fn resolve(&self) -> Result<TrainConfig> {
@@ -173,13 +143,7 @@ impl Args {
             run_name => run_name, lr => optimizer.lr, batch_size => batch_size,
             grad_accum => grad_accum, max_seq_len => max_seq_len, lora_r => lora.r,
             lora_alpha => lora.alpha, seed => seed, eval_every => eval_every,
-            save_every => save_every);
-        if let Some(d) = self.device {
-            c.device = match d {
-                DeviceArg::Cuda => "cuda".into(),
-                _ => "cpu".into(),
-            };
-        }
+            save_every => save_every, device => device);
         if self.packing {
             c.packing = true;
         }
@@ -187,7 +151,7 @@ impl Args {
             c.gradient_checkpointing = true;
         }
         for s in &self.set {
-            c = set_field(c, s)?;
+            c.apply_override(s).map_err(|e| anyhow!("--set {s}: {e}"))?;
         }
         if c.data.is_empty() {
             let (train, valid) = shipped_data();
@@ -291,33 +255,31 @@ pub fn run(args: Args) -> Result<()> {
         eprintln!("\nCtrl-C: saving a checkpoint after this step (again to quit at once)");
     })
     .context("installing the Ctrl-C handler")?;
-    let device = args.device.unwrap_or(if config.device == "cuda" {
-        DeviceArg::Cuda
-    } else {
-        DeviceArg::Cpu
-    });
-    let summary = match device {
-        DeviceArg::Cpu => train_on::<burn_autodiff::Autodiff<burn_flex::Flex>>(
+    let summary = match config.device {
+        Device::Cpu => train_on::<burn_autodiff::Autodiff<burn_flex::Flex>>(
             &config,
             &paths,
             Default::default(),
         )?,
-        DeviceArg::Ndarray => train_on::<burn_autodiff::Autodiff<burn_ndarray::NdArray<f32>>>(
+        Device::Ndarray => train_on::<burn_autodiff::Autodiff<burn_ndarray::NdArray<f32>>>(
             &config,
             &paths,
             burn_ndarray::NdArrayDevice::Cpu,
         )?,
-        DeviceArg::Cuda => {
+        Device::Cuda(index) => {
             #[cfg(feature = "cuda")]
             {
                 train_on::<burn_autodiff::Autodiff<burn_cuda::Cuda<f32, i32>>>(
                     &config,
                     &paths,
-                    burn_cuda::CudaDevice::default(),
+                    burn_cuda::CudaDevice { index },
                 )?
             }
             #[cfg(not(feature = "cuda"))]
-            bail!("this binary was built without CUDA: build xtask with `--features cuda`")
+            {
+                let _ = index;
+                bail!("this binary was built without CUDA: build xtask with `--features cuda`")
+            }
         }
     };
     let mb = |b: u64| b as f64 / (1024.0 * 1024.0);

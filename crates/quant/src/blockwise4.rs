@@ -10,8 +10,11 @@ use crate::torch_sum::torch_mean_f32;
 /// Blocks of absmax values are quantized in groups of this many (bitsandbytes' nested blocksize).
 pub const NESTED_BLOCKSIZE: usize = 256;
 
-/// The 4-bit data type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The 4-bit data type: `nf4` or `fp4` (bitsandbytes' names) in configuration files, on the
+/// command line and in quant states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum QuantType {
     /// NormalFloat4 (QLoRA).
     Nf4,
@@ -49,6 +52,23 @@ impl QuantType {
             QuantType::Nf4 => "nf4",
             QuantType::Fp4 => "fp4",
         }
+    }
+}
+
+impl std::fmt::Display for QuantType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for QuantType {
+    type Err = String;
+    /// `nf4` or `fp4`; anything else is an error naming the value and the choices.
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        [QuantType::Nf4, QuantType::Fp4]
+            .into_iter()
+            .find(|t| t.name() == s)
+            .ok_or_else(|| format!("unknown 4-bit quant type \"{s}\"; expected \"nf4\" or \"fp4\""))
     }
 }
 

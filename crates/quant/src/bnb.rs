@@ -174,14 +174,7 @@ impl QuantState4 {
 }
 
 fn quant_type_of(name: &str, key: &str) -> Result<QuantType> {
-    match name {
-        "nf4" => Ok(QuantType::Nf4),
-        "fp4" => Ok(QuantType::Fp4),
-        other => Err(bad(
-            key,
-            format!("unknown 4-bit quant type \"{other}\"; expected \"nf4\" or \"fp4\""),
-        )),
-    }
+    name.parse().map_err(|e: String| bad(key, e))
 }
 
 /// The quant-state key of a 4-bit weight under `prefix`, for each type.

@@ -33,6 +33,9 @@ pub enum Error {
     /// From the model crate.
     #[error(transparent)]
     Model(#[from] llama_model::Error),
+    /// From the data crate (reading, templating, tokenizing, batching); names the file and line.
+    #[error(transparent)]
+    Data(#[from] data::Error),
     /// From the tokenizer crate (encoding prompts, decoding samples, the chat template).
     #[error(transparent)]
     Tokenizer(#[from] llama_tokenizer::Error),

@@ -15,6 +15,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod estimate;
+pub mod files;
 pub mod grads;
 pub mod loss;
 pub mod oom;
@@ -27,17 +28,21 @@ pub mod setup;
 pub mod step;
 
 pub use batch::{BatchTensors, batch_tensors, labels_tensor};
-pub use checkpoint::write_atomic;
-pub use config::{LoraSection, Method, OnNonFinite, QuantSection, TrainConfig};
+pub use checkpoint::TrainerState;
+pub use config::{
+    ComputeDtype, DataFormat, Device, LoraSection, Method, OnNonFinite, QuantSection, QuantType,
+    TrainConfig,
+};
 pub use error::{Error, Result};
 pub use estimate::{Estimate, EstimateInput, estimate};
+pub use files::write_atomic;
 pub use grads::NamedGrads;
 pub use loss::{
     IGNORE_INDEX, causal_lm_loss, count_targets, default_chunk_rows, head_loss, loss_and_grads,
     summed_lm_loss,
 };
 pub use optim::{AdamW, AdamWConfig};
-pub use report::{Metric, Summary, TrainerState};
+pub use report::{Metric, Summary};
 pub use run::{Observer, Quiet, RunPaths, evaluate, run, sample};
 pub use schedule::{Schedule, ScheduleKind};
 pub use step::{StepOptions, StepStats, checkpointed_backward, train_step};

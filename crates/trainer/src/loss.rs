@@ -171,8 +171,8 @@ fn chunked_cross_entropy<B: Backend>(
     let mut weight_grad: Option<Tensor<B, 2>> = None;
     for start in (0..m).step_by(chunk) {
         let end = (start + chunk).min(m);
-        let h = hidden.clone().slice([start..end]);
-        let t = ids.clone().slice([start..end]).reshape([end - start, 1]);
+        let h = hidden.clone().slice(start..end);
+        let t = ids.clone().slice(start..end).reshape([end - start, 1]);
         let logits = head.logits(h.clone());
         let max = logits.clone().max_dim(1);
         let picked = logits.clone().gather(1, t.clone());
@@ -247,9 +247,9 @@ pub fn summed_lm_loss<B: QuantBackend>(
             let mut loss = Tensor::<B, 1>::zeros([1], &device);
             for start in (0..m).step_by(chunk) {
                 let end = (start + chunk).min(m);
-                let hc = sel.clone().slice([start..end]).reshape([1, end - start, h]);
+                let hc = sel.clone().slice(start..end).reshape([1, end - start, h]);
                 let logits: Tensor<B, 2> = model.logits(hc).reshape([end - start, vocab]);
-                let t = ids.clone().slice([start..end]).reshape([end - start, 1]);
+                let t = ids.clone().slice(start..end).reshape([end - start, 1]);
                 let logp = log_softmax(logits, 1);
                 loss = loss - logp.gather(1, t).sum();
             }

@@ -54,7 +54,10 @@ impl AdamWConfig {
         if !(0.0..1.0).contains(&self.beta1) || !(0.0..1.0).contains(&self.beta2) {
             return bad("`beta1` and `beta2` must be in [0, 1)");
         }
-        if !(self.eps >= 0.0) || !(self.weight_decay >= 0.0) {
+        if [self.eps, self.weight_decay]
+            .iter()
+            .any(|v| v.is_nan() || *v < 0.0)
+        {
             return bad("`eps` and `weight_decay` must be >= 0");
         }
         Ok(())
@@ -144,7 +147,7 @@ impl<B: Backend> AdamW<B> {
                 serde_json::to_string(&self.config).unwrap_or_default(),
             ),
         ]);
-        crate::checkpoint::write_atomic(path, |tmp| {
+        crate::files::write_atomic(path, |tmp| {
             safetensors::serialize_to_file(views, Some(meta), tmp)
                 .map_err(|e| std::io::Error::other(e.to_string()))
         })

@@ -135,7 +135,7 @@ pub fn loss_plot(metrics: &[Metric], path: &Path) -> Result<()> {
             }
         }
     }
-    crate::checkpoint::write_atomic(path, |tmp| {
+    crate::files::write_atomic(path, |tmp| {
         let file = std::fs::File::create(tmp)?;
         let mut enc = png::Encoder::new(std::io::BufWriter::new(file), W as u32, H as u32);
         enc.set_color(png::ColorType::Rgb);

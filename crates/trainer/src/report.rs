@@ -1,6 +1,5 @@
-//! What a run writes: per-step metrics (JSONL), checkpoints (adapter or weights, optimizer state,
-//! trainer state — each written to a temporary directory and renamed, the last K kept), the
-//! summary, and the process's peak memory.
+//! What a run reports: per-step metrics (`metrics.jsonl`), the loss plot (`loss.png`), the
+//! end-of-run summary (`summary.json`) and the process's peak memory.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -8,6 +7,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::files::{write_atomic, write_json};
+use crate::step::StepStats;
 
 /// One line of `metrics.jsonl`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,6 +35,19 @@ pub struct Metric {
 }
 
 impl Metric {
+    /// The line of optimizer step `step`.
+    pub fn train(step: u64, stats: &StepStats, elapsed_s: f64) -> Self {
+        Self {
+            step,
+            loss: stats.loss,
+            kind: "train".into(),
+            lr: Some(stats.lr),
+            grad_norm: Some(stats.grad_norm),
+            tokens: Some(stats.tokens),
+            elapsed_s,
+        }
+    }
+
     /// A validation-loss line.
     pub fn eval(step: u64, loss: f64, elapsed_s: f64) -> Self {
         Self {
@@ -84,81 +98,24 @@ pub fn read_metrics(path: &Path, up_to: Option<u64>) -> Result<Vec<Metric>> {
     Ok(out)
 }
 
-/// What a checkpoint records besides weights and optimizer state.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrainerState {
-    /// Optimizer steps done.
-    pub step: u64,
-    /// Where the data iterator stands.
-    pub position: data::Position,
-    /// Real tokens trained on so far.
-    pub tokens: usize,
-    /// Steps skipped for a non-finite loss or gradient.
-    pub skipped_steps: u64,
-    /// Validation loss before training.
-    pub eval_loss_before: Option<f64>,
-    /// Seconds of training so far (for tokens/s over resumed runs).
-    pub train_seconds: f64,
-}
-
-/// `checkpoint-{step}` directories of a run, oldest first.
-pub fn checkpoints(run_dir: &Path) -> Vec<(u64, PathBuf)> {
-    let mut out: Vec<(u64, PathBuf)> = std::fs::read_dir(run_dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let step = name.strip_prefix("checkpoint-")?.parse().ok()?;
-            e.path()
-                .join("trainer_state.json")
-                .is_file()
-                .then(|| (step, e.path()))
-        })
-        .collect();
-    out.sort();
-    out
-}
-
-/// Writes a checkpoint through `fill(tmp_dir)`, then renames the directory into place and
-/// removes the oldest beyond `keep`.
-pub fn save_checkpoint(
-    run_dir: &Path,
-    step: u64,
-    keep: usize,
-    fill: impl FnOnce(&Path) -> Result<()>,
-) -> Result<PathBuf> {
-    let dir = run_dir.join(format!("checkpoint-{step}"));
-    let tmp = run_dir.join(format!(".checkpoint-{step}.tmp"));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    fill(&tmp)?;
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    }
-    std::fs::rename(&tmp, &dir).map_err(|e| Error::io(&dir, e))?;
-    let all = checkpoints(run_dir);
-    if all.len() > keep.max(1) {
-        for (_, old) in &all[..all.len() - keep.max(1)] {
-            std::fs::remove_dir_all(old).map_err(|e| Error::io(old, e))?;
-        }
-    }
-    Ok(dir)
-}
-
-/// Writes `value` as pretty JSON, atomically.
-pub fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
-    let text = serde_json::to_string_pretty(value).unwrap_or_default();
-    crate::checkpoint::write_atomic(path, |tmp| std::fs::write(tmp, text))
-}
-
-/// Reads JSON written by [`write_json`].
-pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_slice(&bytes).map_err(|e| Error::Checkpoint {
-        path: path.to_path_buf(),
-        message: e.to_string(),
+/// Rewrites `metrics.jsonl` with its lines up to `step` only (a resumed run writes the rest
+/// again; a fresh run starts it empty).
+pub fn keep_metrics(path: &Path, step: u64) -> Result<()> {
+    let kept = read_metrics(path, Some(step))?;
+    write_atomic(path, |tmp| {
+        let text: String = kept
+            .iter()
+            .map(|m| serde_json::to_string(m).unwrap_or_default() + "\n")
+            .collect();
+        std::fs::write(tmp, text)
     })
+}
+
+/// The end of a run's report: `loss.png` from `metrics.jsonl`, and `summary.json`.
+pub fn write_summary(run_dir: &Path, summary: &Summary) -> Result<()> {
+    let metrics = read_metrics(&run_dir.join("metrics.jsonl"), None)?;
+    crate::plot::loss_plot(&metrics, &run_dir.join("loss.png"))?;
+    write_json(&run_dir.join("summary.json"), summary)
 }
 
 /// Peak resident set size of this process (`VmHWM`), in bytes; 0 where unknown.

@@ -1,6 +1,7 @@
-//! The run: one loop a newcomer can read top to bottom (nanoGPT's shape). Load, evaluate and
-//! sample before, train with periodic evaluation and checkpoints, evaluate and sample after,
-//! write the adapter (PEFT format) or the full checkpoint, the metrics and the summary.
+//! The run, as a recipe: set up (run directory, model, data), evaluate and sample before, train
+//! with periodic evaluation and checkpoints, evaluate and sample after, save the adapter (PEFT
+//! format) or the full model, report (metrics, plot, summary). [`run`] reads as that list; each
+//! phase is one function below, in that order.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,16 +9,18 @@ use std::time::Instant;
 
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
-use data::{Batch, Loader, LoaderConfig, Position};
+use data::{Batch, Dataset, Loader, LoaderConfig};
 use llama_model::{GenerationConfig, Llama};
 use llama_tokenizer::{LlamaTokenizer, Message};
 use quant::QuantBackend;
 
+use crate::checkpoint::{self, TrainerState};
 use crate::config::{Method, OnNonFinite, TrainConfig};
 use crate::error::{Error, Result};
+use crate::files::write_atomic;
 use crate::loss::{count_targets, default_chunk_rows, summed_lm_loss};
 use crate::optim::AdamW;
-use crate::report::{self, Metric, Summary, TrainerState};
+use crate::report::{self, Metric, Summary};
 use crate::schedule::Schedule;
 use crate::setup::{self, Splits};
 use crate::step::{StepOptions, StepStats, train_step};
@@ -138,45 +141,6 @@ fn out_of_memory_advice(config: &TrainConfig, window: &[Batch], step: u64, reaso
     )
 }
 
-/// Greedy answers to the configured sample prompts, one `label | prompt -> answer` line each.
-fn show_samples<B: AutodiffBackend + QuantBackend>(
-    model: &Llama<B>,
-    tokenizer: &LlamaTokenizer,
-    config: &TrainConfig,
-    observer: &mut dyn Observer,
-    label: &str,
-) -> Result<()>
-where
-    B::InnerBackend: QuantBackend,
-{
-    let prompts = &config.sample_prompts;
-    for (p, a) in prompts.iter().zip(sample(
-        &model.clone().valid(),
-        tokenizer,
-        prompts,
-        config.sample_tokens,
-    )?) {
-        observer.info(&format!("{label} | {p} -> {a}"));
-    }
-    Ok(())
-}
-
-fn save_weights<B: AutodiffBackend + QuantBackend>(
-    model: &Llama<B>,
-    config: &TrainConfig,
-    model_path: &Path,
-    dir: &Path,
-) -> Result<()> {
-    if config.method == Method::Full {
-        llama_model::save_checkpoint(model, dir, llama_model::SaveDtype::F32, None)?;
-    } else {
-        let mut lora = setup::lora_config(config)?;
-        lora.base_model_name_or_path = Some(model_path.display().to_string());
-        llama_model::save_adapter(model, &lora, dir)?;
-    }
-    Ok(())
-}
-
 /// Runs `config` to the end (or to Ctrl-C through `stop`) and returns the summary.
 pub fn run<B>(
     config: &TrainConfig,
@@ -189,296 +153,413 @@ where
     B: AutodiffBackend + QuantBackend,
     B::InnerBackend: QuantBackend,
 {
+    // Set up.
     let started = Instant::now();
+    let (state, resume_from) = open_run_dir(config, paths)?;
+    let model = open_model::<B>(config, paths, resume_from.as_deref(), device, observer)?;
+    let data = open_data(config, paths, observer)?;
+    let loader = Loader::new(
+        &data.train.examples,
+        loader_config(config, data.pad_id, config.seed),
+    )?;
+    let mut run = Run::<B> {
+        config,
+        paths,
+        device,
+        started,
+        parameters: llama_model::parameter_counts(&model),
+        valid_batches: validation_batches(config, &data.valid, data.pad_id)?,
+        tokenizer: data.tokenizer,
+        optimizer: AdamW::new(config.optimizer),
+        state,
+        resume_from,
+    };
+    // Loop, evaluate, save, report.
+    run.evaluate_before(&model, observer)?;
+    run.resume(observer)?;
+    let (model, interrupted) = run.train(model, &loader, observer, stop)?;
+    let eval_after = run.evaluate_after(&model, observer)?;
+    if !interrupted {
+        run.save_final(&model, observer)?;
+    }
+    run.report(eval_after, interrupted)
+}
+
+/// Checks the configuration, creates the run directory with its `config.toml`, and finds the
+/// checkpoint to resume from (`paths.resume`) with its trainer state, or starts afresh.
+fn open_run_dir(config: &TrainConfig, paths: &RunPaths) -> Result<(TrainerState, Option<PathBuf>)> {
     config.validate()?;
     let run_dir = &paths.run_dir;
     std::fs::create_dir_all(run_dir).map_err(|e| Error::io(run_dir, e))?;
-    crate::checkpoint::write_atomic(&run_dir.join("config.toml"), |tmp| {
+    write_atomic(&run_dir.join("config.toml"), |tmp| {
         std::fs::write(tmp, config.to_toml())
     })?;
+    if !paths.resume {
+        return Ok((TrainerState::default(), None));
+    }
+    let (dir, state) = checkpoint::newest(run_dir)?;
+    Ok((state, Some(dir)))
+}
 
-    // Where to start: a fresh run, or the newest checkpoint.
-    let resume_from = if paths.resume {
-        let (_, dir) = report::checkpoints(run_dir).pop().ok_or_else(|| {
-            Error::Config(format!(
-                "--resume: no checkpoint-N directory in {}",
-                run_dir.display()
-            ))
-        })?;
-        Some(dir)
-    } else {
-        None
+/// The model of the run: the base with fresh adapters, or the checkpoint's adapters (its full
+/// weights for `method = full`) when resuming.
+fn open_model<B: AutodiffBackend + QuantBackend>(
+    config: &TrainConfig,
+    paths: &RunPaths,
+    resume_from: Option<&Path>,
+    device: &B::Device,
+    observer: &mut dyn Observer,
+) -> Result<Llama<B>> {
+    let source = match (resume_from, config.method) {
+        (Some(dir), Method::Full) => dir,
+        _ => paths.model.as_path(),
     };
-    let mut state = match &resume_from {
-        Some(dir) => report::read_json::<TrainerState>(&dir.join("trainer_state.json"))?,
-        None => TrainerState {
-            step: 0,
-            position: Position::default(),
-            tokens: 0,
-            skipped_steps: 0,
-            eval_loss_before: None,
-            train_seconds: 0.0,
-        },
-    };
-
-    // Model and data.
-    let model_source: PathBuf = match (&resume_from, config.method) {
-        (Some(dir), Method::Full) => dir.clone(),
-        _ => paths.model.clone(),
-    };
-    let adapter = resume_from
-        .as_deref()
-        .filter(|_| config.method != Method::Full);
-    let mut model = setup::load_model::<B>(config, &model_source, adapter, device)?;
-    let parameters = llama_model::parameter_counts(&model);
+    let adapter = resume_from.filter(|_| config.method != Method::Full);
+    let model = setup::load_model::<B>(config, source, adapter, device)?;
     observer.info(&format!(
         "model {} ({:?}): {}",
         paths.model.display(),
         config.method,
         llama_model::trainable_summary(&model)
     ));
-    let Splits {
-        train,
-        valid,
-        pad_id,
-        tokenizer,
-    } = setup::load_data(config, &paths.model)?;
+    Ok(model)
+}
+
+/// The training and validation examples, tokenized.
+fn open_data(
+    config: &TrainConfig,
+    paths: &RunPaths,
+    observer: &mut dyn Observer,
+) -> Result<Splits> {
+    let data = setup::load_data(config, &paths.model)?;
     observer.info(&format!(
         "data: {} training examples ({} truncated, {} dropped), {} validation",
-        train.len(),
-        train.stats.truncated,
-        train.stats.dropped,
-        valid.len()
+        data.train.len(),
+        data.train.stats.truncated,
+        data.train.stats.dropped,
+        data.valid.len()
     ));
-    let loader_config = |seed: u64| LoaderConfig {
+    Ok(data)
+}
+
+fn loader_config(config: &TrainConfig, pad_id: u32, seed: u64) -> LoaderConfig {
+    LoaderConfig {
         batch_size: config.batch_size,
         seed,
         pad_id,
         packing: config.packing.then_some(config.max_seq_len),
         group_by_length: config.group_by_length,
         ..LoaderConfig::default()
-    };
-    let loader = Loader::new(&train.examples, loader_config(config.seed))
-        .map_err(|e| Error::Config(e.to_string()))?;
-    let valid_batches: Vec<Batch> = if valid.is_empty() {
-        Vec::new()
-    } else {
-        let l = Loader::new(
-            &valid.examples,
-            LoaderConfig {
-                shuffle: false,
-                ..loader_config(0)
-            },
-        )
-        .map_err(|e| Error::Config(e.to_string()))?;
-        let n = l.batches_per_epoch();
-        let n = if config.eval_batches == 0 {
-            n
-        } else {
-            n.min(config.eval_batches)
-        };
-        l.epoch(0).take(n).collect()
-    };
+    }
+}
 
-    // Before.
-    let eval_now = |model: &Llama<B>| evaluate(&model.clone().valid(), &valid_batches);
-    if state.eval_loss_before.is_none() && resume_from.is_none() {
-        state.eval_loss_before = eval_now(&model);
-        if let Some(l) = state.eval_loss_before {
+/// The batches every evaluation runs: the validation set in order, the first `eval_batches`.
+fn validation_batches(config: &TrainConfig, valid: &Dataset, pad_id: u32) -> Result<Vec<Batch>> {
+    if valid.is_empty() {
+        return Ok(Vec::new());
+    }
+    let loader = Loader::new(
+        &valid.examples,
+        LoaderConfig {
+            shuffle: false,
+            ..loader_config(config, pad_id, 0)
+        },
+    )?;
+    let n = loader.batches_per_epoch();
+    let n = if config.eval_batches == 0 {
+        n
+    } else {
+        n.min(config.eval_batches)
+    };
+    Ok(loader.epoch(0).take(n).collect())
+}
+
+/// What the phases of a run share: everything but the model (which each phase borrows, and
+/// training takes and hands back) and the training data (which the loader borrows).
+struct Run<'a, B: AutodiffBackend> {
+    config: &'a TrainConfig,
+    paths: &'a RunPaths,
+    device: &'a B::Device,
+    /// The start of this process's run (metrics' `elapsed_s`, the summary's `wall_s`).
+    started: Instant,
+    /// `(trainable, total)` parameters.
+    parameters: (usize, usize),
+    valid_batches: Vec<Batch>,
+    tokenizer: LlamaTokenizer,
+    optimizer: AdamW<B::InnerBackend>,
+    state: TrainerState,
+    /// The checkpoint this run resumed from.
+    resume_from: Option<PathBuf>,
+}
+
+impl<B> Run<'_, B>
+where
+    B: AutodiffBackend + QuantBackend,
+    B::InnerBackend: QuantBackend,
+{
+    fn metrics_path(&self) -> PathBuf {
+        self.paths.run_dir.join("metrics.jsonl")
+    }
+
+    fn elapsed_s(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    /// Where the trained weights go: `adapter/`, or `model/` for `method = full`.
+    fn output_dir(&self) -> PathBuf {
+        self.paths
+            .run_dir
+            .join(if self.config.method == Method::Full {
+                "model"
+            } else {
+                "adapter"
+            })
+    }
+
+    fn validation_loss(&self, model: &Llama<B>) -> Option<f64> {
+        evaluate(&model.clone().valid(), &self.valid_batches)
+    }
+
+    /// Greedy answers to the configured sample prompts, one `label | prompt -> answer` line each.
+    fn show_samples(
+        &self,
+        model: &Llama<B>,
+        observer: &mut dyn Observer,
+        label: &str,
+    ) -> Result<()> {
+        let prompts = &self.config.sample_prompts;
+        let answers = sample(
+            &model.clone().valid(),
+            &self.tokenizer,
+            prompts,
+            self.config.sample_tokens,
+        )?;
+        for (p, a) in prompts.iter().zip(answers) {
+            observer.info(&format!("{label} | {p} -> {a}"));
+        }
+        Ok(())
+    }
+
+    /// A checkpoint of the current step.
+    fn checkpoint(&self, model: &Llama<B>) -> Result<PathBuf> {
+        checkpoint::save(
+            &self.paths.run_dir,
+            model,
+            &self.optimizer,
+            &self.state,
+            self.config,
+            &self.paths.model,
+        )
+    }
+
+    /// Before training (a fresh run only): the validation loss and the sample answers.
+    fn evaluate_before(&mut self, model: &Llama<B>, observer: &mut dyn Observer) -> Result<()> {
+        if self.state.eval_loss_before.is_some() || self.resume_from.is_some() {
+            return Ok(());
+        }
+        self.state.eval_loss_before = self.validation_loss(model);
+        if let Some(l) = self.state.eval_loss_before {
             observer.info(&format!(
                 "validation loss before: {l:.4} (perplexity {:.2})",
                 l.exp()
             ));
         }
-        show_samples(&model, &tokenizer, config, observer, "before")?;
+        self.show_samples(model, observer, "before")
     }
 
-    // Train.
-    let metrics_path = run_dir.join("metrics.jsonl");
-    let kept = report::read_metrics(&metrics_path, Some(state.step))?;
-    crate::checkpoint::write_atomic(&metrics_path, |tmp| {
-        let text: String = kept
-            .iter()
-            .map(|m| serde_json::to_string(m).unwrap_or_default() + "\n")
-            .collect();
-        std::fs::write(tmp, text)
-    })?;
-    let mut optimizer = AdamW::<B::InnerBackend>::new(config.optimizer);
-    if let Some(dir) = &resume_from {
-        optimizer.load(&dir.join("optimizer.safetensors"), device)?;
-        observer.info(&format!(
-            "resumed from {} (step {})",
-            dir.display(),
-            state.step
-        ));
-    }
-    let schedule = Schedule {
-        kind: config.schedule,
-        warmup_steps: config.warmup_steps,
-        total_steps: config.max_steps,
-    };
-    let mut batches = loader.resume(state.position);
-    let train_start = Instant::now();
-    let train_before = state.train_seconds;
-    let mut interrupted = false;
-    let checkpoint =
-        |model: &Llama<B>, optimizer: &AdamW<B::InnerBackend>, state: &TrainerState| {
-            report::save_checkpoint(run_dir, state.step, config.keep_checkpoints, |tmp| {
-                save_weights(model, config, &paths.model, tmp)?;
-                optimizer.save(&tmp.join("optimizer.safetensors"))?;
-                report::write_json(&tmp.join("trainer_state.json"), state)
-            })
-        };
-    while state.step < config.max_steps {
-        if stop.load(Ordering::Relaxed) {
-            interrupted = true;
-            let dir = checkpoint(&model, &optimizer, &state)?;
-            observer.info(&format!("interrupted: saved {}", dir.display()));
-            break;
+    /// Picks up where the checkpoint stopped: the metrics after its step dropped, the optimizer
+    /// state loaded (a fresh run: an empty `metrics.jsonl`).
+    fn resume(&mut self, observer: &mut dyn Observer) -> Result<()> {
+        report::keep_metrics(&self.metrics_path(), self.state.step)?;
+        if let Some(dir) = &self.resume_from {
+            self.optimizer
+                .load(&dir.join("optimizer.safetensors"), self.device)?;
+            observer.info(&format!(
+                "resumed from {} (step {})",
+                dir.display(),
+                self.state.step
+            ));
         }
-        let window: Vec<Batch> = batches.by_ref().take(config.grad_accum).collect();
+        Ok(())
+    }
+
+    /// Optimizer steps up to `max_steps`, or until `stop` (then a checkpoint is saved). Returns
+    /// the trained model and whether it was interrupted.
+    fn train(
+        &mut self,
+        mut model: Llama<B>,
+        loader: &Loader,
+        observer: &mut dyn Observer,
+        stop: &AtomicBool,
+    ) -> Result<(Llama<B>, bool)> {
+        let schedule = Schedule {
+            kind: self.config.schedule,
+            warmup_steps: self.config.warmup_steps,
+            total_steps: self.config.max_steps,
+        };
+        let mut batches = loader.resume(self.state.position);
+        let (train_start, train_before) = (Instant::now(), self.state.train_seconds);
+        while self.state.step < self.config.max_steps {
+            if stop.load(Ordering::Relaxed) {
+                let dir = self.checkpoint(&model)?;
+                observer.info(&format!("interrupted: saved {}", dir.display()));
+                return Ok((model, true));
+            }
+            let window: Vec<Batch> = batches.by_ref().take(self.config.grad_accum).collect();
+            let stats;
+            (model, stats) = self.step(model, &window, &schedule)?;
+            self.check_finite(&stats, observer)?;
+            self.state.step += 1;
+            self.state.position = batches.position();
+            self.state.tokens += stats.tokens;
+            self.state.train_seconds = train_before + train_start.elapsed().as_secs_f64();
+            let tps = self.state.tokens as f64 / self.state.train_seconds.max(1e-9);
+            observer.step(self.state.step, self.config.max_steps, &stats, tps);
+            let line = Metric::train(self.state.step, &stats, self.elapsed_s());
+            report::append_metric(&self.metrics_path(), &line)?;
+            self.evaluate_and_save_periodically(&model, observer)?;
+        }
+        Ok((model, false))
+    }
+
+    /// One optimizer step over the micro-batches of `window`; out-of-memory becomes an error
+    /// naming the sizes and what to change.
+    fn step(
+        &mut self,
+        model: Llama<B>,
+        window: &[Batch],
+        schedule: &Schedule,
+    ) -> Result<(Llama<B>, StepStats)> {
+        let (config, step) = (self.config, self.state.step);
         // Dropout draws from the backend's generator: seeding it per step makes a resumed run
         // draw what the uninterrupted one drew.
-        B::seed(device, config.seed.wrapping_add(state.step));
+        B::seed(self.device, config.seed.wrapping_add(step));
         let options = StepOptions {
-            lr: config.optimizer.lr * schedule.factor(state.step),
+            lr: config.optimizer.lr * schedule.factor(step),
             max_grad_norm: (config.max_grad_norm > 0.0).then_some(config.max_grad_norm),
             gradient_checkpointing: config.gradient_checkpointing,
-            seed: config.seed.wrapping_add(state.step),
+            seed: config.seed.wrapping_add(step),
         };
-        let step = state.step + 1;
-        let (m, stats) = crate::oom::catch_out_of_memory(
-            || train_step(model, &window, &mut optimizer, &options),
-            |reason| out_of_memory_advice(config, &window, step, reason),
+        let optimizer = &mut self.optimizer;
+        crate::oom::catch_out_of_memory(
+            || train_step(model, window, optimizer, &options),
+            |reason| out_of_memory_advice(config, window, step + 1, reason),
         )
-        .map_err(Error::OutOfMemory)?;
-        model = m;
-        if !stats.finite {
-            match config.on_non_finite {
-                OnNonFinite::Stop => {
-                    let last = report::checkpoints(run_dir)
-                        .pop()
-                        .map_or("none".into(), |(_, d)| d.display().to_string());
-                    return Err(Error::NonFinite(format!(
-                        "step {}: loss {} / gradient norm {} is not finite; stopped without updating (last checkpoint: {last}). Lower the learning rate, or set on_non_finite = \"skip\"",
-                        state.step + 1,
-                        stats.loss,
-                        stats.grad_norm
-                    )));
-                }
-                OnNonFinite::Skip => {
-                    state.skipped_steps += 1;
-                    observer.info(&format!(
-                        "step {}: non-finite loss or gradient, update skipped",
-                        state.step + 1
-                    ));
-                }
-            }
+        .map_err(Error::OutOfMemory)
+    }
+
+    /// A non-finite loss or gradient (the update was not applied): stop with an error, or count
+    /// the step as skipped, as `on_non_finite` says.
+    fn check_finite(&mut self, stats: &StepStats, observer: &mut dyn Observer) -> Result<()> {
+        if stats.finite {
+            return Ok(());
         }
-        state.step += 1;
-        state.position = batches.position();
-        state.tokens += stats.tokens;
-        state.train_seconds = train_before + train_start.elapsed().as_secs_f64();
-        let tps = state.tokens as f64 / state.train_seconds.max(1e-9);
-        observer.step(state.step, config.max_steps, &stats, tps);
-        report::append_metric(
-            &metrics_path,
-            &Metric {
-                step: state.step,
-                loss: stats.loss,
-                kind: "train".into(),
-                lr: Some(stats.lr),
-                grad_norm: Some(stats.grad_norm),
-                tokens: Some(stats.tokens),
-                elapsed_s: started.elapsed().as_secs_f64(),
-            },
-        )?;
-        if config.eval_every > 0
-            && state.step % config.eval_every == 0
-            && state.step < config.max_steps
-        {
-            if let Some(l) = eval_now(&model) {
+        match self.config.on_non_finite {
+            OnNonFinite::Stop => {
+                let last = checkpoint::checkpoints(&self.paths.run_dir)
+                    .pop()
+                    .map_or("none".into(), |(_, d)| d.display().to_string());
+                Err(Error::NonFinite(format!(
+                    "step {}: loss {} / gradient norm {} is not finite; stopped without updating (last checkpoint: {last}). Lower the learning rate, or set on_non_finite = \"skip\"",
+                    self.state.step + 1,
+                    stats.loss,
+                    stats.grad_norm
+                )))
+            }
+            OnNonFinite::Skip => {
+                self.state.skipped_steps += 1;
                 observer.info(&format!(
-                    "step {}: validation loss {l:.4} (perplexity {:.2})",
-                    state.step,
-                    l.exp()
+                    "step {}: non-finite loss or gradient, update skipped",
+                    self.state.step + 1
                 ));
-                report::append_metric(
-                    &metrics_path,
-                    &Metric::eval(state.step, l, started.elapsed().as_secs_f64()),
-                )?;
+                Ok(())
             }
-            show_samples(
-                &model,
-                &tokenizer,
-                config,
-                observer,
-                &format!("step {}", state.step),
-            )?;
-        }
-        if config.save_every > 0
-            && state.step % config.save_every == 0
-            && state.step < config.max_steps
-        {
-            let dir = checkpoint(&model, &optimizer, &state)?;
-            observer.info(&format!("saved {}", dir.display()));
         }
     }
 
-    // After.
-    let eval_after = eval_now(&model);
-    if let Some(l) = eval_after {
-        observer.info(&format!(
-            "validation loss after: {l:.4} (perplexity {:.2})",
-            l.exp()
-        ));
-        report::append_metric(
-            &metrics_path,
-            &Metric::eval(state.step, l, started.elapsed().as_secs_f64()),
-        )?;
-    }
-    if !interrupted {
-        show_samples(&model, &tokenizer, config, observer, "after ")?;
-        let dir = checkpoint(&model, &optimizer, &state)?;
-        let out = run_dir.join(if config.method == Method::Full {
-            "model"
-        } else {
-            "adapter"
-        });
-        let tmp = run_dir.join(".final.tmp");
-        let _ = std::fs::remove_dir_all(&tmp);
-        save_weights(&model, config, &paths.model, &tmp)?;
-        if out.exists() {
-            std::fs::remove_dir_all(&out).map_err(|e| Error::io(&out, e))?;
+    /// Every `eval_every` steps the validation loss and samples, every `save_every` steps a
+    /// checkpoint (not at the last step: the end of the run does both).
+    fn evaluate_and_save_periodically(
+        &self,
+        model: &Llama<B>,
+        observer: &mut dyn Observer,
+    ) -> Result<()> {
+        let (config, step) = (self.config, self.state.step);
+        let due = |every: u64| every > 0 && step % every == 0 && step < config.max_steps;
+        if due(config.eval_every) {
+            if let Some(l) = self.validation_loss(model) {
+                observer.info(&format!(
+                    "step {step}: validation loss {l:.4} (perplexity {:.2})",
+                    l.exp()
+                ));
+                let line = Metric::eval(step, l, self.elapsed_s());
+                report::append_metric(&self.metrics_path(), &line)?;
+            }
+            self.show_samples(model, observer, &format!("step {step}"))?;
         }
-        std::fs::rename(&tmp, &out).map_err(|e| Error::io(&out, e))?;
+        if due(config.save_every) {
+            let dir = self.checkpoint(model)?;
+            observer.info(&format!("saved {}", dir.display()));
+        }
+        Ok(())
+    }
+
+    /// After training: the validation loss (also when interrupted).
+    fn evaluate_after(&self, model: &Llama<B>, observer: &mut dyn Observer) -> Result<Option<f64>> {
+        let loss = self.validation_loss(model);
+        if let Some(l) = loss {
+            observer.info(&format!(
+                "validation loss after: {l:.4} (perplexity {:.2})",
+                l.exp()
+            ));
+            let line = Metric::eval(self.state.step, l, self.elapsed_s());
+            report::append_metric(&self.metrics_path(), &line)?;
+        }
+        Ok(loss)
+    }
+
+    /// The end of a finished run: sample answers, the last checkpoint, and the adapter (or
+    /// model) directory.
+    fn save_final(&self, model: &Llama<B>, observer: &mut dyn Observer) -> Result<()> {
+        self.show_samples(model, observer, "after ")?;
+        let dir = self.checkpoint(model)?;
+        let out = self.output_dir();
+        checkpoint::save_final_weights(
+            model,
+            self.config,
+            &self.paths.model,
+            &self.paths.run_dir,
+            &out,
+        )?;
         observer.info(&format!("wrote {} (and {})", out.display(), dir.display()));
+        Ok(())
     }
-    let summary = Summary {
-        steps: state.step,
-        tokens: state.tokens,
-        wall_s: started.elapsed().as_secs_f64(),
-        train_s: state.train_seconds,
-        tokens_per_s: state.tokens as f64 / state.train_seconds.max(1e-9),
-        peak_rss_bytes: report::peak_rss_bytes(),
-        eval_loss_before: state.eval_loss_before,
-        eval_loss_after: eval_after,
-        skipped_steps: state.skipped_steps,
-        parameters,
-        interrupted,
-        resumed_from: resume_from,
-    };
-    if !interrupted {
-        let out = run_dir.join(if config.method == Method::Full {
-            "model"
-        } else {
-            "adapter"
-        });
-        let card = crate::card::model_card(config, &config.model, &summary);
-        crate::checkpoint::write_atomic(&out.join("README.md"), |tmp| std::fs::write(tmp, card))?;
+
+    /// The summary, the model card beside a finished run's weights, `loss.png` and
+    /// `summary.json`.
+    fn report(self, eval_after: Option<f64>, interrupted: bool) -> Result<Summary> {
+        let state = &self.state;
+        let summary = Summary {
+            steps: state.step,
+            tokens: state.tokens,
+            wall_s: self.elapsed_s(),
+            train_s: state.train_seconds,
+            tokens_per_s: state.tokens as f64 / state.train_seconds.max(1e-9),
+            peak_rss_bytes: report::peak_rss_bytes(),
+            eval_loss_before: state.eval_loss_before,
+            eval_loss_after: eval_after,
+            skipped_steps: state.skipped_steps,
+            parameters: self.parameters,
+            interrupted,
+            resumed_from: self.resume_from.clone(),
+        };
+        if !interrupted {
+            let card = crate::card::model_card(self.config, &self.config.model, &summary);
+            write_atomic(&self.output_dir().join("README.md"), |tmp| {
+                std::fs::write(tmp, card)
+            })?;
+        }
+        report::write_summary(&self.paths.run_dir, &summary)?;
+        Ok(summary)
     }
-    let metrics = report::read_metrics(&metrics_path, None)?;
-    crate::plot::loss_plot(&metrics, &run_dir.join("loss.png"))?;
-    report::write_json(&run_dir.join("summary.json"), &summary)?;
-    Ok(summary)
 }

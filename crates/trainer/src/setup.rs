@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use burn::tensor::backend::AutodiffBackend;
-use data::{Dataset, EncodeOptions, Encoder, Format, ReadOptions};
+use data::{Dataset, EncodeOptions, Encoder, ReadOptions};
 use llama_model::{Llama, QuantizeOptions};
 use llama_tokenizer::LlamaTokenizer;
 use peft::LoraConfig;
@@ -25,29 +25,11 @@ pub fn load_model<B: AutodiffBackend + QuantBackend>(
         Method::Qlora => {
             let q = &config.quant;
             let mut opts = QuantizeOptions::nf4();
-            opts.method = match q.quant_type.as_str() {
-                "nf4" => quant::BnbMethod::FourBit(quant::QuantType::Nf4),
-                "fp4" => quant::BnbMethod::FourBit(quant::QuantType::Fp4),
-                other => {
-                    return Err(Error::Config(format!(
-                        "`quant.quant_type` = \"{other}\"; expected nf4 or fp4"
-                    )));
-                }
-            };
+            opts.method = quant::BnbMethod::FourBit(q.quant_type);
             opts.double_quant = q.double_quant;
             opts.blocksize = q.blocksize;
             let mut model = llama_model::load_pretrained_quantized::<B>(model_path, &opts, device)?;
-            let dtype = match (q.compute_dtype.as_str(), config.device.as_str()) {
-                ("auto", "cuda") | ("bf16", _) => Some(burn::tensor::FloatDType::BF16),
-                ("f16", _) => Some(burn::tensor::FloatDType::F16),
-                ("auto", _) | ("f32", _) => None,
-                (other, _) => {
-                    return Err(Error::Config(format!(
-                        "`quant.compute_dtype` = \"{other}\"; expected auto, f32, bf16 or f16"
-                    )));
-                }
-            };
-            model.set_quant_compute_dtype(dtype);
+            model.set_quant_compute_dtype(q.compute_dtype.on(config.device));
             model
         }
     };
@@ -81,10 +63,6 @@ pub fn lora_config(config: &TrainConfig) -> Result<LoraConfig> {
     .map_err(|e| Error::Config(format!("[lora]: {e}")))
 }
 
-fn data_error(e: data::Error) -> Error {
-    Error::Config(e.to_string())
-}
-
 /// Training and validation examples, and the padding id.
 pub struct Splits {
     /// Training examples.
@@ -116,15 +94,9 @@ pub fn load_data(config: &TrainConfig, model_path: &Path) -> Result<Splits> {
             train_on_prompt: config.train_on_prompt,
             ..EncodeOptions::default()
         },
-    )
-    .map_err(data_error)?;
-    let format = if config.format.is_empty() {
-        None
-    } else {
-        Some(config.format.parse::<Format>().map_err(data_error)?)
-    };
+    )?;
     let read = ReadOptions {
-        format,
+        format: config.format.to_data(),
         ..ReadOptions::default()
     };
     if config.data.is_empty() {
@@ -132,13 +104,11 @@ pub fn load_data(config: &TrainConfig, model_path: &Path) -> Result<Splits> {
             "no training data: set `data` (files or directories)".into(),
         ));
     }
-    let train = Dataset::load(&config.data, &encoder, read.clone()).map_err(data_error)?;
+    let train = Dataset::load(&config.data, &encoder, read.clone())?;
     let (train, valid) = if config.valid_data.is_empty() {
-        train
-            .split(config.valid_ratio, config.seed)
-            .map_err(data_error)?
+        train.split(config.valid_ratio, config.seed)?
     } else {
-        let valid = Dataset::load(&config.valid_data, &encoder, read).map_err(data_error)?;
+        let valid = Dataset::load(&config.valid_data, &encoder, read)?;
         (train, valid)
     };
     if train.is_empty() {

@@ -219,7 +219,7 @@ fn a_run_leaves_a_peft_adapter_metrics_and_a_summary() {
         assert!(d.join(f).is_file(), "{f}");
     }
     // Only the last two checkpoints are kept (2, 4 then 6: 4 and 6 remain).
-    let kept: Vec<u64> = trainer::report::checkpoints(d)
+    let kept: Vec<u64> = trainer::checkpoint::checkpoints(d)
         .iter()
         .map(|c| c.0)
         .collect();
