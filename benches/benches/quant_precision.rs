@@ -5,7 +5,7 @@
 //! the codecs are bit-identical to bitsandbytes, see crates/quant/tests/codecs.rs).
 
 use quant::{
-    Absmax, QuantType, dequantize_4bit, int8_vectorwise_dequant, int8_vectorwise_quant,
+    Absmax, ErrorStats, QuantType, dequantize_4bit, int8_vectorwise_dequant, int8_vectorwise_quant,
     quantize_4bit,
 };
 
@@ -78,23 +78,12 @@ fn main() {
             recon: dequantize_4bit(&q).expect("consistent"),
         });
     }
-    let signal: f64 = w.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>() / n as f64;
     println!("weights: {rows} x {cols}, N(0, 0.02), seed 0x5eed\n");
     println!("| format | bits/param | MSE | max abs error | SNR (dB) |");
     println!("|---|---|---|---|---|");
     for r in &table {
-        let (mut se, mut max) = (0.0f64, 0.0f64);
-        for (&a, &b) in w.iter().zip(&r.recon) {
-            let e = f64::from(a) - f64::from(b);
-            se += e * e;
-            max = max.max(e.abs());
-        }
-        let mse = se / n as f64;
-        let snr = if mse == 0.0 {
-            f64::INFINITY
-        } else {
-            10.0 * (signal / mse).log10()
-        };
+        let stats = ErrorStats::between(&w, &r.recon);
+        let (mse, max, snr) = (stats.mse(), stats.max_abs, stats.snr_db());
         println!(
             "| {} | {:.3} | {:.3e} | {:.3e} | {:.1} |",
             r.name, r.bits, mse, max, snr

@@ -130,7 +130,7 @@ fn count<B: burn::prelude::Backend>(model: &Llama<B>) -> (usize, usize) {
 /// float weight at a time.
 fn report<B: QuantBackend>(model: &Llama<B>, dir: &Path) -> Result<()> {
     let mut src = SafetensorsSource::open(dir)?;
-    let (mut se_all, mut sig_all, mut n_all, mut max_all) = (0f64, 0f64, 0usize, 0f64);
+    let mut total = quant::ErrorStats::default();
     println!("| tensor | MSE | max abs error | SNR (dB) |");
     println!("|---|---|---|---|");
     for (name, proj) in model.projections() {
@@ -144,30 +144,22 @@ fn report<B: QuantBackend>(model: &Llama<B>, dir: &Path) -> Result<()> {
             .into_data()
             .into_vec::<f32>()
             .map_err(|e| anyhow::anyhow!("{name}: {e:?}"))?;
-        let (mut se, mut sig, mut max) = (0f64, 0f64, 0f64);
-        for (&a, &b) in float.iter().zip(&deq) {
-            let e = f64::from(a) - f64::from(b);
-            se += e * e;
-            sig += f64::from(a) * f64::from(a);
-            max = max.max(e.abs());
-        }
+        let s = quant::ErrorStats::between(&float, &deq);
         println!(
             "| {name} | {:.3e} | {:.3e} | {:.1} |",
-            se / float.len() as f64,
-            max,
-            10.0 * (sig / se).log10()
+            s.mse(),
+            s.max_abs,
+            s.snr_db()
         );
-        se_all += se;
-        sig_all += sig;
-        n_all += float.len();
-        max_all = max_all.max(max);
+        total.merge(&s);
     }
-    if n_all > 0 {
+    if total.count > 0 {
         println!(
-            "| **total** ({n_all} weights) | {:.3e} | {:.3e} | {:.1} |",
-            se_all / n_all as f64,
-            max_all,
-            10.0 * (sig_all / se_all).log10()
+            "| **total** ({} weights) | {:.3e} | {:.3e} | {:.1} |",
+            total.count,
+            total.mse(),
+            total.max_abs,
+            total.snr_db()
         );
     }
     Ok(())

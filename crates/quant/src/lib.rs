@@ -22,6 +22,7 @@ pub mod host;
 pub mod int8;
 pub mod layer;
 pub mod linear;
+pub mod report;
 pub mod torch_sum;
 
 pub use backend::{QuantBackend, dequantize_on_host};
@@ -37,3 +38,4 @@ pub use error::{Error, Result};
 pub use int8::{Int8Rows, int8_vectorwise_dequant, int8_vectorwise_quant};
 pub use layer::{DeviceAbsmax, HostWeight, Meta4, NestedDevice, QuantWeight, Weight4, WeightInt8};
 pub use linear::QuantLinear;
+pub use report::ErrorStats;
