@@ -27,6 +27,10 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "built once per process from the command line; its size does not matter"
+)]
 enum Command {
     /// Fine-tune a model (full, LoRA or QLoRA); with no arguments, QLoRA on the default model.
     Train(train::Args),

@@ -140,12 +140,12 @@ impl LlamaConfig {
             }
             None => return Err(err("missing model_type: expected \"llama\"".into())),
         }
-        if let Some(act) = raw.hidden_act.as_deref() {
-            if act != "silu" {
-                return Err(err(format!(
-                    "unsupported hidden_act \"{act}\": expected \"silu\""
-                )));
-            }
+        if let Some(act) = raw.hidden_act.as_deref()
+            && act != "silu"
+        {
+            return Err(err(format!(
+                "unsupported hidden_act \"{act}\": expected \"silu\""
+            )));
         }
         // transformers 5 nests the RoPE settings in `rope_parameters`; older files use
         // top-level `rope_theta` and `rope_scaling`.
@@ -185,14 +185,14 @@ impl LlamaConfig {
         }
         let heads = raw.num_attention_heads;
         let kv_heads = raw.num_key_value_heads.unwrap_or(heads);
-        if heads == 0 || kv_heads == 0 || heads % kv_heads != 0 {
+        if heads == 0 || kv_heads == 0 || !heads.is_multiple_of(kv_heads) {
             return Err(err(format!(
                 "num_attention_heads ({heads}) must be a positive multiple of num_key_value_heads ({kv_heads})"
             )));
         }
         let head_dim = match raw.head_dim {
             Some(d) => d,
-            None if raw.hidden_size % heads == 0 => raw.hidden_size / heads,
+            None if raw.hidden_size.is_multiple_of(heads) => raw.hidden_size / heads,
             None => {
                 return Err(err(format!(
                     "hidden_size ({}) is not divisible by num_attention_heads ({heads}) and no head_dim is given",

@@ -23,8 +23,7 @@ fn scratch(tag: &str) -> PathBuf {
 
 fn load_err(dir: &Path) -> String {
     let err = load_pretrained::<B>(dir, &DEVICE)
-        .err()
-        .expect("loading must fail")
+        .expect_err("loading must fail")
         .to_string();
     assert!(!err.contains('\n'), "error must be one line: {err}");
     err

@@ -48,8 +48,7 @@ fn tampered(
 
 fn load_err(dir: &Path) -> String {
     let e = load_pretrained::<B>(dir, &Default::default())
-        .err()
-        .expect("must fail")
+        .expect_err("must fail")
         .to_string();
     std::fs::remove_dir_all(dir).unwrap();
     e
@@ -57,9 +56,10 @@ fn load_err(dir: &Path) -> String {
 
 const STATE: &str = "model.layers.0.self_attn.q_proj.weight.quant_state.bitsandbytes__nf4";
 
-fn with_state(
-    json: &str,
-) -> impl Fn(&str, Dtype, Vec<usize>, Vec<u8>) -> Option<(Dtype, Vec<usize>, Vec<u8>)> + '_ {
+/// A tensor as the tampering callback returns it: dtype, shape, bytes.
+type Raw = (Dtype, Vec<usize>, Vec<u8>);
+
+fn with_state(json: &str) -> impl Fn(&str, Dtype, Vec<usize>, Vec<u8>) -> Option<Raw> + '_ {
     move |k, _, _, _| (k == STATE).then(|| (Dtype::U8, vec![json.len()], json.as_bytes().to_vec()))
 }
 
@@ -190,8 +190,7 @@ fn non_finite_weights_are_not_quantized() {
         let mut o = QuantizeOptions::nf4();
         o.method = method;
         let e = load_pretrained_quantized::<B>(&dir, &o, &Default::default())
-            .err()
-            .expect("NaN must fail")
+            .expect_err("NaN must fail")
             .to_string();
         assert!(
             e.contains("`model.layers.1.mlp.up_proj.weight`")

@@ -108,7 +108,7 @@ fn f16_at(b: &[u8], i: usize) -> f32 {
 /// reader does not dequantize or a length that is not a whole number of blocks.
 pub fn dequantize(ty: GgmlType, bytes: &[u8]) -> std::result::Result<Vec<f32>, String> {
     let (block, size) = ty.block();
-    if bytes.len() % size != 0 {
+    if !bytes.len().is_multiple_of(size) {
         return Err(format!(
             "{} bytes is not a whole number of {size}-byte blocks",
             bytes.len()

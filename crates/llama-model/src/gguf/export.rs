@@ -126,10 +126,10 @@ pub fn tokenizer_metadata_from_hf(dir: &Path) -> Result<Vec<(String, MetaValue)>
             .collect();
         for (r, m) in merges.iter().enumerate() {
             let merged = m.replacen(' ', "", 1);
-            if let Some(&id) = index.get(merged.as_str()) {
-                if rank[id] == f32::NEG_INFINITY {
-                    rank[id] = -(r as f32);
-                }
+            if let Some(&id) = index.get(merged.as_str())
+                && rank[id] == f32::NEG_INFINITY
+            {
+                rank[id] = -(r as f32);
             }
         }
         let scores = rank

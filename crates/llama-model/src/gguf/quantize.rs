@@ -10,7 +10,7 @@ use super::dequant::GgmlType;
 /// produce or a length that is not a multiple of the block size.
 pub fn quantize(ty: GgmlType, values: &[f32]) -> std::result::Result<Vec<u8>, String> {
     let (block, size) = ty.block();
-    if values.len() % block != 0 {
+    if !values.len().is_multiple_of(block) {
         return Err(format!(
             "{} values is not a whole number of {block}-value {ty:?} blocks",
             values.len()

@@ -270,7 +270,7 @@ impl GgufFile {
                 message: format!("tensor `{name}`: {message}"),
             };
             let (block, type_size) = ggml_type.block();
-            if dims.iter().any(|&d| d == 0) || dims[0] % block as u64 != 0 {
+            if dims.contains(&0) || dims[0] % block as u64 != 0 {
                 return Err(err(format!(
                     "dimensions {dims:?} must be positive with the first a multiple of {block} ({ggml_type:?} blocks)"
                 )));

@@ -50,24 +50,24 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<LlamaConfig> {
         Some(v) => v as usize,
         None => hidden / heads,
     };
-    if let Some(dims) = file.get_u64("llama.rope.dimension_count")? {
-        if dims as usize != head_dim {
-            return Err(file.error(format!(
-                "`llama.rope.dimension_count` is {dims}; only full-head RoPE ({head_dim}) is supported"
-            )));
-        }
+    if let Some(dims) = file.get_u64("llama.rope.dimension_count")?
+        && dims as usize != head_dim
+    {
+        return Err(file.error(format!(
+            "`llama.rope.dimension_count` is {dims}; only full-head RoPE ({head_dim}) is supported"
+        )));
     }
     if head_dim == 0 || head_dim % 2 != 0 {
         return Err(file.error(format!(
             "head dimension {head_dim} must be even and positive"
         )));
     }
-    if let Some(kind) = file.get_str("llama.rope.scaling.type")? {
-        if kind != "none" {
-            return Err(file.error(format!(
-                "`llama.rope.scaling.type` is \"{kind}\"; only unscaled RoPE is supported for GGUF"
-            )));
-        }
+    if let Some(kind) = file.get_str("llama.rope.scaling.type")?
+        && kind != "none"
+    {
+        return Err(file.error(format!(
+            "`llama.rope.scaling.type` is \"{kind}\"; only unscaled RoPE is supported for GGUF"
+        )));
     }
     let embd = file.tensor("token_embd.weight").ok_or_else(|| {
         file.error("missing tensor `token_embd.weight` (the token embedding)".into())

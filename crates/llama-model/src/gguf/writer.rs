@@ -65,14 +65,13 @@ impl GgufWriter {
     /// Adds a metadata pair (arrays must hold elements of one type).
     pub fn add_metadata(&mut self, key: impl Into<String>, value: MetaValue) -> Result<()> {
         let key = key.into();
-        if let MetaValue::Array(items) = &value {
-            if let Some(first) = items.first() {
-                if items.iter().any(|i| i.type_id() != first.type_id()) {
-                    return Err(Error::InvalidArgument(format!(
-                        "GGUF metadata `{key}`: array elements must share one type"
-                    )));
-                }
-            }
+        if let MetaValue::Array(items) = &value
+            && let Some(first) = items.first()
+            && items.iter().any(|i| i.type_id() != first.type_id())
+        {
+            return Err(Error::InvalidArgument(format!(
+                "GGUF metadata `{key}`: array elements must share one type"
+            )));
         }
         if self.metadata.iter().any(|(k, _)| *k == key) {
             return Err(Error::InvalidArgument(format!(

@@ -9,6 +9,11 @@ use quant::{DenseLinear, QuantBackend, QuantLinear, QuantWeight};
 /// One linear slot of the network. Later crates add quantized and LoRA variants here; the model
 /// code only ever calls [`Projection::forward`].
 #[derive(Module, Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "seven projections per layer, each owning tensors far larger than the enum; a Box \
+              would add an indirection to every forward call for no memory gain"
+)]
 pub enum Projection<B: Backend> {
     /// Dense float weights.
     Dense(DenseLinear<B>),
