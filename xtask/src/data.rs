@@ -94,7 +94,8 @@ pub fn run(args: Args) -> Result<()> {
         train_on_prompt: args.train_on_prompt,
     };
     // A model directory or a `.gguf` file: the tokenizer and its settings, then the encoder.
-    let encoder = llama_model::load_tokenizer(&args.model)
+    let encoder = llama_model::ModelSource::resolve(&args.model.to_string_lossy())
+        .and_then(|source| source.tokenizer())
         .map_err(anyhow::Error::from)
         .and_then(|tok| Ok(Encoder::from_tokenizer(&tok, options)?))
         .with_context(|| format!("loading the tokenizer of {}", args.model.display()))?;

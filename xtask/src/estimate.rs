@@ -59,17 +59,13 @@ fn model_config(spec: &str) -> Result<LlamaConfig> {
     if let Some(c) = LlamaConfig::preset(spec) {
         return Ok(c);
     }
-    let path = llama_model::resolve_model_dir(spec).with_context(|| {
+    let source = llama_model::ModelSource::resolve(spec).with_context(|| {
         format!(
-            "--model {spec}: not a preset ({}) nor a model directory",
+            "--model {spec}: not a preset ({}) nor a model directory or .gguf file",
             LlamaConfig::PRESETS.join(", ")
         )
     })?;
-    if llama_model::gguf::is_gguf_path(&path) {
-        let file = llama_model::gguf::GgufFile::open(&path)?;
-        return Ok(llama_model::gguf::config_from_gguf(&file)?);
-    }
-    Ok(LlamaConfig::from_file(path.join("config.json"))?)
+    Ok(source.config()?)
 }
 
 /// Runs the command.

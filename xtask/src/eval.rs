@@ -4,10 +4,10 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use llama_model::{Nll, load_tokenizer, resolve_model_dir, sequence_nll};
+use llama_model::{Nll, sequence_nll};
 use quant::QuantBackend;
 
-use crate::backend::{DeviceArg, Job, default_model_dir, spinner};
+use crate::backend::{Device, Job, model_source, spinner};
 
 /// Arguments of `eval`.
 #[derive(clap::Args, Debug)]
@@ -29,8 +29,8 @@ pub struct Args {
     #[arg(long)]
     json: bool,
     /// Where to run.
-    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
-    device: DeviceArg,
+    #[arg(long, default_value = "cpu")]
+    device: Device,
 }
 
 /// Reads the documents of `path`: non-empty lines, or the `text` field of each JSONL record.
@@ -70,18 +70,15 @@ pub fn read_documents(path: &Path) -> Result<Vec<String>> {
 
 impl Job for Args {
     type Output = ();
-    fn device(&self) -> DeviceArg {
+    fn device(&self) -> Device {
         self.device
     }
     fn run<B: QuantBackend>(self, device: B::Device) -> Result<()> {
         let docs = read_documents(&self.data)?;
-        let dir = match &self.model {
-            Some(spec) => resolve_model_dir(&spec.to_string_lossy())?,
-            None => default_model_dir()?,
-        };
-        let tokenizer = load_tokenizer(&dir)?;
-        let pb = spinner(&format!("loading {}", dir.display()));
-        let model = crate::backend::load_model::<B>(&dir, self.adapter.as_deref(), &device)?;
+        let source = model_source(self.model.as_deref())?;
+        let tokenizer = source.tokenizer()?;
+        let pb = spinner(&format!("loading {source}"));
+        let model = crate::backend::load_model::<B>(&source, self.adapter.as_deref(), &device)?;
         pb.finish_and_clear();
         let bos = model.config().bos_token_id.or(tokenizer.bos_token_id());
         let max_len = self

@@ -4,11 +4,8 @@
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
-use llama_model::gguf::{
-    GgmlType, GgufFile, export_gguf, is_gguf_path, tokenizer_metadata_from_gguf,
-    tokenizer_metadata_from_hf,
-};
-use llama_model::{load_adapter, load_pretrained, merge_adapters, resolve_model_dir};
+use llama_model::gguf::{GgmlType, export_gguf};
+use llama_model::{ModelSource, load_adapter, merge_adapters};
 
 use crate::backend::spinner;
 
@@ -45,18 +42,11 @@ fn parse_type(s: &str) -> Result<GgmlType> {
 pub fn run(args: Args) -> Result<()> {
     type B = burn_flex::Flex;
     let ty = parse_type(&args.ty)?;
-    let source = resolve_model_dir(&args.model)?;
-    let tokenizer = if is_gguf_path(&source) {
-        tokenizer_metadata_from_gguf(&GgufFile::open(&source)?)
-    } else {
-        tokenizer_metadata_from_hf(&source)?
-    };
-    let name = source
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "model".into());
-    let pb = spinner(&format!("exporting {}", source.display()));
-    let mut model = load_pretrained::<B>(&source, &Default::default())?;
+    let source = ModelSource::resolve(&args.model)?;
+    let tokenizer = source.tokenizer_metadata()?;
+    let name = source.name();
+    let pb = spinner(&format!("exporting {source}"));
+    let mut model = source.load::<B>(&Default::default())?;
     if let Some(adapter) = &args.adapter {
         load_adapter(&mut model, adapter)?;
         merge_adapters(&mut model, true);

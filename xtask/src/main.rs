@@ -6,6 +6,7 @@ mod bench_model;
 mod bench_train;
 mod convert;
 mod data;
+mod default_model;
 mod estimate;
 mod eval;
 mod export_gguf;

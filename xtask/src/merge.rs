@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use llama_model::{
-    SaveDtype, load_adapter, load_pretrained, merge_adapters, merge_adapters_requantized,
-    resolve_model_dir, save_checkpoint,
+    ModelSource, SaveDtype, load_adapter, merge_adapters, merge_adapters_requantized,
+    save_checkpoint,
 };
 
 use crate::backend::spinner;
@@ -39,33 +39,28 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     type B = burn_flex::Flex;
     let dtype = SaveDtype::parse(&args.dtype)?;
-    let source = resolve_model_dir(args.base_float.as_deref().unwrap_or(&args.model))?;
+    let source = ModelSource::resolve(args.base_float.as_deref().unwrap_or(&args.model))?;
     if args.out.exists()
-        && std::fs::canonicalize(&args.out).ok() == std::fs::canonicalize(&source).ok()
+        && std::fs::canonicalize(&args.out).ok() == std::fs::canonicalize(source.path()).ok()
     {
         bail!(
             "--out {} is the source checkpoint; choose another directory",
             args.out.display()
         );
     }
-    let pb = spinner(&format!(
-        "merging {} into {}",
-        args.adapter.display(),
-        source.display()
-    ));
-    let mut model = load_pretrained::<B>(&source, &Default::default())?;
+    let pb = spinner(&format!("merging {} into {source}", args.adapter.display(),));
+    let mut model = source.load::<B>(&Default::default())?;
     load_adapter(&mut model, &args.adapter)?;
     if args.requantize {
         if model.config().quantization.is_none() {
             bail!(
-                "--requantize: {} is not a quantized checkpoint (no quantization_config); drop the flag",
-                source.display()
+                "--requantize: {source} is not a quantized checkpoint (no quantization_config); drop the flag"
             );
         }
         let report = merge_adapters_requantized(&mut model)?;
         pb.set_message(format!("writing {}", args.out.display()));
         let files = save_checkpoint(&model, &args.out, dtype, None)?;
-        crate::backend::copy_tokenizer_files(&source, &args.out)?;
+        source.write_tokenizer_files(&args.out)?;
         pb.finish_and_clear();
         for f in files {
             eprintln!("wrote {}", f.display());
@@ -76,7 +71,7 @@ pub fn run(args: Args) -> Result<()> {
     let merged = merge_adapters(&mut model, true);
     pb.set_message(format!("writing {}", args.out.display()));
     let files = save_checkpoint(&model, &args.out, dtype, None)?;
-    crate::backend::copy_tokenizer_files(&source, &args.out)?;
+    source.write_tokenizer_files(&args.out)?;
     pb.finish_and_clear();
     for f in files {
         eprintln!("wrote {}", f.display());

@@ -1,14 +1,11 @@
 //! `cargo xtask quantize`: a float checkpoint to NF4 / FP4 / LLM.int8 in the layout transformers +
 //! bitsandbytes write, streaming one weight at a time, with an optional per-tensor quality report.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use llama_model::{
-    Llama, Projection, QuantizeOptions, SafetensorsSource, SaveDtype, TensorSource,
-    load_pretrained_quantized, resolve_model_dir, save_checkpoint,
-};
-use quant::{BnbMethod, QuantBackend, QuantType};
+use llama_model::{Llama, ModelSource, Projection, QuantizeOptions, SaveDtype, save_checkpoint};
+use quant::{BnbMethod, QuantBackend};
 
 use crate::backend::{peak_rss_bytes, spinner};
 
@@ -55,14 +52,12 @@ fn torch_dtype(short: &str) -> Result<String> {
 /// Runs the command (on the CPU: quantization is host work; the result runs anywhere).
 pub fn run(args: Args) -> Result<()> {
     type B = burn_flex::Flex;
-    let dir = resolve_model_dir(&args.model)?;
+    let source = ModelSource::resolve(&args.model)?;
     let mut opts = QuantizeOptions::nf4();
-    opts.method = match args.method.as_str() {
-        "nf4" => BnbMethod::FourBit(QuantType::Nf4),
-        "fp4" => BnbMethod::FourBit(QuantType::Fp4),
-        "int8" => BnbMethod::Int8,
-        other => bail!("--method {other}: expected nf4, fp4 or int8"),
-    };
+    opts.method = args
+        .method
+        .parse::<BnbMethod>()
+        .map_err(|e| anyhow::anyhow!("--method {}: {e}", args.method))?;
     opts.double_quant = args.double_quant;
     opts.blocksize = args.blocksize;
     opts.compute_dtype = torch_dtype(&args.compute_dtype).context("--compute-dtype")?;
@@ -70,7 +65,7 @@ pub fn run(args: Args) -> Result<()> {
     opts.quantize_lm_head = args.quantize_lm_head;
     opts.validate()?;
     if args.out.exists()
-        && std::fs::canonicalize(&args.out).ok() == std::fs::canonicalize(&dir).ok()
+        && std::fs::canonicalize(&args.out).ok() == std::fs::canonicalize(source.path()).ok()
     {
         bail!(
             "--out {} is the source checkpoint; choose another directory",
@@ -81,8 +76,8 @@ pub fn run(args: Args) -> Result<()> {
         SaveDtype::parse(d)?;
     }
     let device = Default::default();
-    let pb = spinner(&format!("quantizing {} to {}", dir.display(), args.method));
-    let model: Llama<B> = load_pretrained_quantized(&dir, &opts, &device)?;
+    let pb = spinner(&format!("quantizing {source} to {}", args.method));
+    let model: Llama<B> = source.load_quantized(&opts, &device)?;
     // The source's float dtype (config.json's, or the GGUF's as read) unless --dtype says.
     let save_dtype = match (&args.dtype, model.config().torch_dtype.as_deref()) {
         (Some(d), _) => SaveDtype::parse(d)?,
@@ -92,7 +87,7 @@ pub fn run(args: Args) -> Result<()> {
     let load_peak = peak_rss_bytes().unwrap_or(0);
     pb.set_message(format!("writing {}", args.out.display()));
     let files = save_checkpoint(&model, &args.out, save_dtype, None)?;
-    crate::backend::copy_tokenizer_files(&dir, &args.out)?;
+    source.write_tokenizer_files(&args.out)?;
     pb.finish_and_clear();
     for f in &files {
         eprintln!("wrote {}", f.display());
@@ -111,7 +106,7 @@ pub fn run(args: Args) -> Result<()> {
         peak_rss_bytes().unwrap_or(0) as f64 / 1e6
     );
     if args.report {
-        report(&model, &dir)?;
+        report(&model, &source)?;
     }
     Ok(())
 }
@@ -128,8 +123,8 @@ fn count<B: burn::prelude::Backend>(model: &Llama<B>) -> (usize, usize) {
 
 /// Per-tensor and total error of the quantized weights against the float checkpoint, reading one
 /// float weight at a time.
-fn report<B: QuantBackend>(model: &Llama<B>, dir: &Path) -> Result<()> {
-    let mut src = SafetensorsSource::open(dir)?;
+fn report<B: QuantBackend>(model: &Llama<B>, source: &ModelSource) -> Result<()> {
+    let (_, mut src) = source.open()?;
     let mut total = quant::ErrorStats::default();
     println!("| tensor | MSE | max abs error | SNR (dB) |");
     println!("|---|---|---|---|");

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 use burn::tensor::backend::AutodiffBackend;
 use indicatif::{ProgressBar, ProgressStyle};
 use quant::QuantBackend;
@@ -193,6 +193,26 @@ impl Observer for Bar {
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
+/// A run as a job for [`crate::backend::dispatch_train`].
+struct Train<'a> {
+    config: &'a TrainConfig,
+    paths: &'a RunPaths,
+}
+
+impl crate::backend::TrainJob for Train<'_> {
+    type Output = trainer::Summary;
+    fn device(&self) -> Device {
+        self.config.device
+    }
+    fn run<B>(self, device: B::Device) -> Result<trainer::Summary>
+    where
+        B: AutodiffBackend + QuantBackend,
+        B::InnerBackend: QuantBackend,
+    {
+        train_on::<B>(self.config, self.paths, device)
+    }
+}
+
 fn train_on<B>(
     config: &TrainConfig,
     paths: &RunPaths,
@@ -219,11 +239,11 @@ where
 pub fn run(args: Args) -> Result<()> {
     let mut config = args.resolve()?;
     let model = if config.model.is_empty() {
-        let path = llama_model::gguf::fetch_default_model()?;
-        config.model = path.display().to_string();
-        path
+        let source = crate::backend::default_model()?;
+        config.model = source.to_string();
+        source
     } else {
-        llama_model::resolve_model_dir(&config.model)?
+        llama_model::ModelSource::resolve(&config.model)?
     };
     let run_dir = match &args.resume {
         Some(dir) => dir.clone(),
@@ -255,33 +275,10 @@ pub fn run(args: Args) -> Result<()> {
         eprintln!("\nCtrl-C: saving a checkpoint after this step (again to quit at once)");
     })
     .context("installing the Ctrl-C handler")?;
-    let summary = match config.device {
-        Device::Cpu => train_on::<burn_autodiff::Autodiff<burn_flex::Flex>>(
-            &config,
-            &paths,
-            Default::default(),
-        )?,
-        Device::Ndarray => train_on::<burn_autodiff::Autodiff<burn_ndarray::NdArray<f32>>>(
-            &config,
-            &paths,
-            burn_ndarray::NdArrayDevice::Cpu,
-        )?,
-        Device::Cuda(index) => {
-            #[cfg(feature = "cuda")]
-            {
-                train_on::<burn_autodiff::Autodiff<burn_cuda::Cuda<f32, i32>>>(
-                    &config,
-                    &paths,
-                    burn_cuda::CudaDevice { index },
-                )?
-            }
-            #[cfg(not(feature = "cuda"))]
-            {
-                let _ = index;
-                bail!("this binary was built without CUDA: build xtask with `--features cuda`")
-            }
-        }
-    };
+    let summary = crate::backend::dispatch_train(Train {
+        config: &config,
+        paths: &paths,
+    })?;
     let mb = |b: u64| b as f64 / (1024.0 * 1024.0);
     eprintln!(
         "done: {} steps, {} tokens in {:.1} s ({:.0} tok/s), peak RSS {:.0} MiB",

@@ -91,3 +91,35 @@ fn malformed_line_is_one_error_or_a_skip_summary() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("1 invalid record(s) skipped"), "{stderr}");
 }
+
+#[test]
+fn a_gguf_model_gives_its_chat_template_to_conversations() {
+    // The GGUF carries its chat template in its metadata; `data` used to look for one in
+    // tokenizer_config.json only and stopped with "the tokenizer has none".
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("xtask-data-gguf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = dir.join("chat.jsonl");
+    std::fs::write(
+        &data,
+        r#"{"messages": [{"role": "user", "content": "the cat"}, {"role": "assistant", "content": "sat on the mat"}]}
+{"messages": [{"role": "user", "content": "a dog"}, {"role": "assistant", "content": "ran"}]}
+"#,
+    )
+    .unwrap();
+    let gguf = root().join("crates/llama-model/tests/fixtures/gguf/tiny.gguf");
+    let out = xtask(&[
+        "data",
+        "--data",
+        data.to_str().unwrap(),
+        "--model",
+        gguf.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("records           2"), "{stdout}");
+    assert!(stdout.contains("messages (template auto)"), "{stdout}");
+    assert!(stdout.contains("examples kept     2"), "{stdout}");
+    std::fs::remove_dir_all(dir).unwrap();
+}

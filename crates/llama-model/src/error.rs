@@ -49,9 +49,6 @@ pub enum Error {
         /// What is wrong (with the key or byte offset) and what was expected.
         message: String,
     },
-    /// The default model could not be fetched (pip missing, offline, bad download).
-    #[error("{0}")]
-    Fetch(String),
     /// The checkpoint lacks a tensor the model needs.
     #[error("{path}: missing tensor `{key}` (expected shape {expected:?})")]
     MissingTensor {

@@ -7,8 +7,10 @@
 //!   can take their place.
 //! - [`load_pretrained`] / [`save_checkpoint`] read and write Hugging Face checkpoints
 //!   (single-file or sharded safetensors, f32/f16/bf16).
-//! - [`gguf`] reads and writes llama.cpp's GGUF files (metadata, quantized tensors, tokenizer)
-//!   and fetches the default model, SmolLM2-135M-Instruct.
+//! - [`ModelSource`] is where a model comes from, decided once: a checkpoint directory, a
+//!   snapshot in the local Hugging Face cache, or a `.gguf` file; it gives the configuration,
+//!   weights, tokenizer and tokenizer files of each the same way.
+//! - [`gguf`] reads and writes llama.cpp's GGUF files (metadata, quantized tensors, tokenizer).
 //! - [`generate`] decodes with a [`KvCache`]; [`sequence_nll`] scores text.
 //! - [`load_tokenizer`] reads the tokenizer (`llama_tokenizer::LlamaTokenizer`) of a checkpoint
 //!   directory or a `.gguf` file.
@@ -21,6 +23,7 @@ pub mod error;
 pub mod generate;
 pub mod gguf;
 pub mod model;
+pub mod model_source;
 pub mod nn;
 pub mod presets;
 pub mod pretrained;
@@ -39,10 +42,9 @@ pub use config::{LlamaConfig, RopeScaling};
 pub use error::{Error, Result};
 pub use generate::{GenerationConfig, generate};
 pub use model::{LayerInputs, Llama, ModelInput};
+pub use model_source::{GenerationDefaults, ModelSource};
 pub use nn::linear::{NamedTensor, Projection};
-pub use pretrained::{
-    load_pretrained, load_pretrained_quantized, load_tokenizer, resolve_model_dir,
-};
+pub use pretrained::{load_pretrained, load_pretrained_quantized, load_tokenizer};
 pub use quantize::QuantizeOptions;
 pub use sampling::{Sampler, SamplingConfig};
 pub use score::{Nll, sequence_nll};

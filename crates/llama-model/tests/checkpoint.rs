@@ -159,7 +159,10 @@ fn rope_frequencies_match_transformers() {
 
 #[test]
 fn hub_ids_resolve_through_the_local_cache() {
-    use llama_model::pretrained::resolve_in;
+    use llama_model::ModelSource;
+    let resolve_in = |spec: &str, caches: &[std::path::PathBuf]| {
+        ModelSource::resolve_in(spec, caches).map(|s| s.path().to_path_buf())
+    };
     // A cache laid out as huggingface_hub writes it: refs/main -> snapshots/<commit>/files.
     let cache = tempdir("hubcache");
     let repo = cache.join("models--acme--tiny-llama");
@@ -176,6 +179,9 @@ fn hub_ids_resolve_through_the_local_cache() {
         std::path::PathBuf::from("/nonexistent-cache"),
         cache.clone(),
     ];
+    let source = ModelSource::resolve_in("acme/tiny-llama", &caches).unwrap();
+    assert_eq!(source, ModelSource::HfDir(snap.clone()));
+    assert!(source.load::<B>(&DEVICE).is_ok());
     let dir = resolve_in("acme/tiny-llama", &caches).unwrap();
     assert_eq!(dir, snap);
     assert!(load_pretrained::<B>(&dir, &DEVICE).is_ok());

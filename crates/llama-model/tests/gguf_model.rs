@@ -11,7 +11,6 @@
 use std::path::PathBuf;
 
 use burn::prelude::*;
-use llama_model::gguf::cached_default_model;
 use llama_model::{
     GenerationConfig, ModelInput, SamplingConfig, generate, load_pretrained, load_tokenizer,
 };
@@ -124,6 +123,21 @@ fn spm_vocab_adds_bos_when_asked() {
     assert_eq!(with[0], 1, "BOS <s>");
     assert_eq!(&with[1..], &plain[..]);
     assert_eq!(tok.decode(&plain, false).unwrap(), "Hello world");
+}
+
+/// Where `cargo xtask fetch-default` leaves the default model (`$LLAMA_RS_CACHE`, else
+/// `$XDG_CACHE_HOME/llama-rs`, else `~/.cache/llama-rs`), if it is there.
+fn cached_default_model() -> Option<PathBuf> {
+    let dir = match (
+        std::env::var_os("LLAMA_RS_CACHE"),
+        std::env::var_os("XDG_CACHE_HOME"),
+    ) {
+        (Some(dir), _) => PathBuf::from(dir),
+        (None, Some(dir)) => PathBuf::from(dir).join("llama-rs"),
+        (None, None) => PathBuf::from(std::env::var_os("HOME")?).join(".cache/llama-rs"),
+    };
+    let path = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    path.is_file().then_some(path)
 }
 
 #[test]

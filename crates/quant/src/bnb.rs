@@ -439,6 +439,31 @@ pub enum BnbMethod {
     Int8,
 }
 
+impl std::str::FromStr for BnbMethod {
+    type Err = String;
+    /// `nf4`, `fp4` or `int8` (LLM.int8); anything else is an error naming the value and the
+    /// choices.
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "int8" => Ok(Self::Int8),
+            _ => s.parse().map(Self::FourBit).map_err(|_| {
+                format!(
+                    "unknown quantization method \"{s}\"; expected \"nf4\", \"fp4\" or \"int8\""
+                )
+            }),
+        }
+    }
+}
+
+impl std::fmt::Display for BnbMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::FourBit(t) => f.write_str(t.name()),
+            Self::Int8 => f.write_str("int8"),
+        }
+    }
+}
+
 /// The `quantization_config` of `config.json` (transformers' `BitsAndBytesConfig`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct BnbConfig {

@@ -10,7 +10,7 @@ use std::time::Instant;
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use data::{Batch, Dataset, Loader, LoaderConfig};
-use llama_model::{GenerationConfig, Llama};
+use llama_model::{GenerationConfig, Llama, ModelSource};
 use llama_tokenizer::{LlamaTokenizer, Message};
 use quant::QuantBackend;
 
@@ -44,8 +44,8 @@ impl Observer for Quiet {
 /// Paths a run needs besides its configuration.
 #[derive(Debug, Clone)]
 pub struct RunPaths {
-    /// The model directory or `.gguf` file (already resolved).
-    pub model: PathBuf,
+    /// The model: checkpoint directory, hub-cache snapshot or `.gguf` file, resolved once.
+    pub model: ModelSource,
     /// The run directory (`<output_dir>/<run_name>`).
     pub run_dir: PathBuf,
     /// Continue from the newest checkpoint in `run_dir`.
@@ -210,15 +210,19 @@ fn open_model<B: AutodiffBackend + QuantBackend>(
     device: &B::Device,
     observer: &mut dyn Observer,
 ) -> Result<Llama<B>> {
+    let resumed;
     let source = match (resume_from, config.method) {
-        (Some(dir), Method::Full) => dir,
-        _ => paths.model.as_path(),
+        (Some(dir), Method::Full) => {
+            resumed = ModelSource::from_path(dir)?;
+            &resumed
+        }
+        _ => &paths.model,
     };
     let adapter = resume_from.filter(|_| config.method != Method::Full);
     let model = setup::load_model::<B>(config, source, adapter, device)?;
     observer.info(&format!(
         "model {} ({:?}): {}",
-        paths.model.display(),
+        paths.model,
         config.method,
         llama_model::trainable_summary(&model)
     ));
@@ -348,7 +352,7 @@ where
             &self.optimizer,
             &self.state,
             self.config,
-            &self.paths.model,
+            self.paths.model.path(),
         )
     }
 
@@ -527,7 +531,7 @@ where
         checkpoint::save_final_weights(
             model,
             self.config,
-            &self.paths.model,
+            self.paths.model.path(),
             &self.paths.run_dir,
             &out,
         )?;

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use burn::tensor::backend::AutodiffBackend;
 use data::{Dataset, EncodeOptions, Encoder, ReadOptions};
-use llama_model::{Llama, QuantizeOptions};
+use llama_model::{Llama, ModelSource, QuantizeOptions};
 use llama_tokenizer::LlamaTokenizer;
 use peft::LoraConfig;
 use quant::QuantBackend;
@@ -16,19 +16,19 @@ use crate::error::{Error, Result};
 /// adapters from `adapter` (a checkpoint being resumed) or freshly initialised with the seed.
 pub fn load_model<B: AutodiffBackend + QuantBackend>(
     config: &TrainConfig,
-    model_path: &Path,
+    source: &ModelSource,
     adapter: Option<&Path>,
     device: &B::Device,
 ) -> Result<Llama<B>> {
     let mut model = match config.method {
-        Method::Full | Method::Lora => llama_model::load_pretrained::<B>(model_path, device)?,
+        Method::Full | Method::Lora => source.load::<B>(device)?,
         Method::Qlora => {
             let q = &config.quant;
             let mut opts = QuantizeOptions::nf4();
             opts.method = quant::BnbMethod::FourBit(q.quant_type);
             opts.double_quant = q.double_quant;
             opts.blocksize = q.blocksize;
-            let mut model = llama_model::load_pretrained_quantized::<B>(model_path, &opts, device)?;
+            let mut model = source.load_quantized::<B>(&opts, device)?;
             model.set_quant_compute_dtype(q.compute_dtype.on(config.device));
             model
         }
@@ -76,9 +76,9 @@ pub struct Splits {
 }
 
 /// Reads, templates and tokenizes the data of `config` with the model's tokenizer.
-pub fn load_data(config: &TrainConfig, model_path: &Path) -> Result<Splits> {
+pub fn load_data(config: &TrainConfig, source: &ModelSource) -> Result<Splits> {
     // The tokenizer of a model directory or of a GGUF file's metadata, with its settings.
-    let tokenizer = llama_model::load_tokenizer(model_path)?;
+    let tokenizer = source.tokenizer()?;
     let tc = tokenizer.config().clone();
     let pad_id = tc
         .pad_token

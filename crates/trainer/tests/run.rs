@@ -100,7 +100,7 @@ fn check_resume_with(method: Method, tag: &str, gradient_checkpointing: bool) {
     let mut cfg = config(&tmp, method);
     cfg.gradient_checkpointing = gradient_checkpointing;
     let whole = RunPaths {
-        model: model(),
+        model: llama_model::ModelSource::from_path(model()).unwrap(),
         run_dir: tmp.join("whole"),
         resume: false,
     };
@@ -193,7 +193,7 @@ fn a_run_leaves_a_peft_adapter_metrics_and_a_summary() {
         ..config(&tmp, Method::Qlora)
     };
     let paths = RunPaths {
-        model: model(),
+        model: llama_model::ModelSource::from_path(model()).unwrap(),
         run_dir: tmp.join("run"),
         resume: false,
     };
@@ -264,7 +264,7 @@ fn a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint() {
     cfg.optimizer.lr = 1e30;
     cfg.lora.dropout = 0.0;
     let paths = RunPaths {
-        model: model(),
+        model: llama_model::ModelSource::from_path(model()).unwrap(),
         run_dir: tmp.join("run"),
         resume: false,
     };

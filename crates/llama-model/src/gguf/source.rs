@@ -14,13 +14,6 @@ use crate::config::{LlamaConfig, RopeScaling};
 use crate::error::Result;
 use crate::source::TensorSource;
 
-/// Whether `path` names a GGUF file (by extension; the reader checks the magic).
-pub fn is_gguf_path(path: &Path) -> bool {
-    path.extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
-        && !path.is_dir()
-}
-
 /// The model configuration a GGUF file describes (`general.architecture` must be `llama`).
 pub fn config_from_gguf(file: &GgufFile) -> Result<LlamaConfig> {
     match file.get_str("general.architecture")? {

