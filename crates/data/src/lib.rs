@@ -3,7 +3,7 @@
 //!
 //! - [`reader`]: JSONL (streamed), JSON arrays, Parquet, CSV and plain text; files or
 //!   directories ([`read_all`]).
-//! - [`format`]: `alpaca`, `messages`, `sharegpt`, `prompt_completion`, `text`, detected from the
+//! - [`format`](mod@format): `alpaca`, `messages`, `sharegpt`, `prompt_completion`, `text`, detected from the
 //!   fields ([`Format::detect`]) with field-name overrides ([`FieldMap`]).
 //! - [`template`]: the model's Jinja chat template or the built-in `llama2` / `llama3` /
 //!   `chatml` / `alpaca` ones. The tokenizer, its `tokenizer_config.json` and the template

@@ -11,7 +11,7 @@
 //!   snapshot in the local Hugging Face cache, or a `.gguf` file; it gives the configuration,
 //!   weights, tokenizer and tokenizer files of each the same way.
 //! - [`gguf`] reads and writes llama.cpp's GGUF files (metadata, quantized tensors, tokenizer).
-//! - [`generate`] decodes with a [`KvCache`]; [`sequence_nll`] scores text.
+//! - [`generate`](fn@generate) decodes with a [`KvCache`]; [`sequence_nll`] scores text.
 //! - [`load_tokenizer`] reads the tokenizer (`llama_tokenizer::LlamaTokenizer`) of a checkpoint
 //!   directory or a `.gguf` file.
 

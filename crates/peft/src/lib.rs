@@ -4,7 +4,7 @@
 //!   `B·A` is never formed in the forward pass), `scale = alpha / r` or, with rsLoRA,
 //!   `alpha / sqrt(r)`; DoRA's magnitude vector; merge / unmerge into a dense base.
 //! - The base is frozen: only `A`, `B` (and DoRA's magnitude) are parameters that train.
-//! - [`format`]: PEFT's adapter directory (`adapter_config.json`, `adapter_model.safetensors`)
+//! - [`format`](mod@format): PEFT's adapter directory (`adapter_config.json`, `adapter_model.safetensors`)
 //!   read into and written from host tensors keyed by module path.
 //!
 //! Knows nothing about Llama beyond module names.

@@ -1,5 +1,5 @@
 //! Reading and writing model weights: the safetensors [`SafetensorsSource`] (a
-//! [`TensorSource`], defined in [`crate::source`] so the model does not depend on this module)
+//! [`TensorSource`], defined in `crate::source` so the model does not depend on this module)
 //! and the Hugging Face checkpoint writer.
 
 mod reader;
