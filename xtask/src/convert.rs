@@ -8,6 +8,7 @@ use anyhow::{Result, bail};
 use llama_model::{ModelSource, SaveDtype, save_checkpoint};
 
 use crate::backend::spinner;
+use crate::out_dir::OutDir;
 
 /// Arguments of `convert`.
 #[derive(clap::Args, Debug)]
@@ -18,6 +19,9 @@ pub struct Args {
     /// Output directory.
     #[arg(long)]
     out: PathBuf,
+    /// Replace a non-empty output directory (refused by default).
+    #[arg(long)]
+    overwrite: bool,
     /// Stored dtype: f32, bf16 or f16.
     #[arg(long, default_value = "f32")]
     dtype: String,
@@ -31,11 +35,13 @@ pub fn run(args: Args) -> Result<()> {
     if !source.is_gguf() {
         bail!("--model {source}: expected a .gguf file");
     }
+    let out = OutDir::begin(&args.out, args.overwrite)?;
     let pb = spinner(&format!("converting {source}"));
     let model = source.load::<B>(&Default::default())?;
     // config.json, the weights and generation_config.json, then the tokenizer files.
-    save_checkpoint(&model, &args.out, dtype, None)?;
-    source.write_tokenizer_files(&args.out)?;
+    save_checkpoint(&model, out.path(), dtype, None)?;
+    source.write_tokenizer_files(out.path())?;
+    out.commit()?;
     pb.finish_and_clear();
     println!("{}", args.out.display());
     Ok(())

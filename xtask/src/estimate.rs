@@ -7,6 +7,7 @@ use trainer::estimate::{EstimateInput, estimate, human};
 
 /// Arguments of `estimate`.
 #[derive(clap::Args, Debug)]
+#[command(allow_negative_numbers = true)]
 pub struct Args {
     /// A model directory (its config.json), a .gguf file, or a preset (llama3.2-1b, llama3.1-8b, ...).
     #[arg(long)]
@@ -33,7 +34,7 @@ pub struct Args {
     #[arg(long)]
     gradient_checkpointing: bool,
     /// Memory available, e.g. 24GB or 80GiB: prints whether the run fits.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     gpu_memory: Option<String>,
 }
 
@@ -52,6 +53,9 @@ fn parse_size(s: &str) -> Result<u64> {
     let n: f64 = num
         .parse()
         .with_context(|| format!("--gpu-memory {s}: expected a size like 24GB or 80GiB"))?;
+    if !(n.is_finite() && n > 0.0) {
+        bail!("--gpu-memory {s}: expected a positive size like 24GB or 80GiB");
+    }
     Ok((n * mult as f64) as u64)
 }
 
@@ -85,6 +89,8 @@ pub fn run(args: Args) -> Result<()> {
         dropout: args.dropout,
         gradient_checkpointing: args.gradient_checkpointing,
     };
+    input.validate().map_err(anyhow::Error::msg)?;
+    let gpu_memory = args.gpu_memory.as_deref().map(parse_size).transpose()?;
     let e = estimate(&input);
     let p = e.parameters;
     println!(
@@ -108,8 +114,7 @@ pub fn run(args: Args) -> Result<()> {
         println!("  {:<17} {:>10}", item.name, human(item.bytes));
     }
     println!("  {:<17} {:>10}", "total", human(e.total));
-    if let Some(mem) = &args.gpu_memory {
-        let avail = parse_size(mem)?;
+    if let (Some(mem), Some(avail)) = (&args.gpu_memory, gpu_memory) {
         let verdict = if e.total <= avail * 9 / 10 {
             "fits"
         } else if e.total <= avail {

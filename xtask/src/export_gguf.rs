@@ -21,6 +21,9 @@ pub struct Args {
     /// Output file.
     #[arg(long)]
     out: PathBuf,
+    /// Replace an existing output file (refused by default).
+    #[arg(long)]
+    overwrite: bool,
     /// Encoding of the matrices: f16, q8_0, q4_0, q4_1 (also f32, bf16). Norms stay F32.
     #[arg(long = "type", default_value = "f16")]
     ty: String,
@@ -45,6 +48,7 @@ pub fn run(args: Args) -> Result<()> {
     let source = ModelSource::resolve(&args.model)?;
     let tokenizer = source.tokenizer_metadata()?;
     let name = source.name();
+    crate::out_dir::check_file(&args.out, args.overwrite)?;
     let pb = spinner(&format!("exporting {source}"));
     let mut model = source.load::<B>(&Default::default())?;
     if let Some(adapter) = &args.adapter {

@@ -12,6 +12,7 @@ use crate::backend::{Device, Job, model_source, spinner};
 
 /// Arguments of `generate`.
 #[derive(clap::Args, Debug)]
+#[command(allow_negative_numbers = true)]
 pub struct Args {
     /// Hugging Face checkpoint directory, a `.gguf` file, or a hub id found in the local HF cache
     /// (default: SmolLM2-135M-Instruct, fetched on first use).
@@ -55,6 +56,19 @@ impl Job for Args {
         self.device
     }
     fn run<B: QuantBackend>(self, device: B::Device) -> Result<()> {
+        let sampling = SamplingConfig {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            seed: self.seed,
+        };
+        // Checked before anything is loaded.
+        sampling
+            .validate()
+            .map_err(|e| anyhow::anyhow!("--{}", e.replacen("top_p", "top-p", 1)))?;
+        if self.max_new_tokens == 0 {
+            anyhow::bail!("--max-new-tokens 0: expected at least 1 new token");
+        }
         let source = model_source(self.model.as_deref())?;
         let tokenizer = source.tokenizer()?;
         let pb = spinner(&format!("loading {source}"));
@@ -82,12 +96,7 @@ impl Job for Args {
             .unwrap_or(0);
         let config = GenerationConfig {
             max_new_tokens: self.max_new_tokens,
-            sampling: SamplingConfig {
-                temperature: self.temperature,
-                top_k: self.top_k,
-                top_p: self.top_p,
-                seed: self.seed,
-            },
+            sampling,
             eos_token_ids: eos,
             pad_token_id: pad,
         };

@@ -13,6 +13,7 @@ mod export_gguf;
 mod fetch_default;
 mod generate;
 mod merge;
+mod out_dir;
 mod quantize;
 mod random_model;
 mod train;
@@ -79,7 +80,39 @@ fn main() {
         Command::ExportGguf(args) => export_gguf::run(args),
     };
     if let Err(e) = result {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", error_line(&e));
         std::process::exit(1);
+    }
+}
+
+/// The error and its causes on one line, `outer: cause: cause`, leaving out a cause whose text
+/// the line already holds (the crates' errors print their source inside their own message, as
+/// `path: reason`, so anyhow's `{:#}` would repeat it).
+fn error_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_line;
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let e = anyhow::Error::new(io).context("x.json: no such file");
+        assert_eq!(error_line(&e), "x.json: no such file");
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let e = anyhow::Error::new(io).context("reading the dataset");
+        assert_eq!(error_line(&e), "reading the dataset: no such file");
     }
 }

@@ -10,6 +10,7 @@ use llama_model::{
 };
 
 use crate::backend::spinner;
+use crate::out_dir::OutDir;
 
 /// Arguments of `merge`.
 #[derive(clap::Args, Debug)]
@@ -26,6 +27,9 @@ pub struct Args {
     /// Output directory.
     #[arg(long)]
     out: PathBuf,
+    /// Replace a non-empty output directory (refused by default).
+    #[arg(long)]
+    overwrite: bool,
     /// Stored dtype: f32, bf16 or f16.
     #[arg(long, default_value = "f32")]
     dtype: String,
@@ -48,6 +52,7 @@ pub fn run(args: Args) -> Result<()> {
             args.out.display()
         );
     }
+    let out = OutDir::begin(&args.out, args.overwrite)?;
     let pb = spinner(&format!("merging {} into {source}", args.adapter.display(),));
     let mut model = source.load::<B>(&Default::default())?;
     load_adapter(&mut model, &args.adapter)?;
@@ -59,8 +64,10 @@ pub fn run(args: Args) -> Result<()> {
         }
         let report = merge_adapters_requantized(&mut model)?;
         pb.set_message(format!("writing {}", args.out.display()));
-        let files = save_checkpoint(&model, &args.out, dtype, None)?;
-        source.write_tokenizer_files(&args.out)?;
+        let files = save_checkpoint(&model, out.path(), dtype, None)?;
+        source.write_tokenizer_files(out.path())?;
+        let files: Vec<_> = files.iter().map(|f| out.final_path(f)).collect();
+        out.commit()?;
         pb.finish_and_clear();
         for f in files {
             eprintln!("wrote {}", f.display());
@@ -70,8 +77,10 @@ pub fn run(args: Args) -> Result<()> {
     }
     let merged = merge_adapters(&mut model, true);
     pb.set_message(format!("writing {}", args.out.display()));
-    let files = save_checkpoint(&model, &args.out, dtype, None)?;
-    source.write_tokenizer_files(&args.out)?;
+    let files = save_checkpoint(&model, out.path(), dtype, None)?;
+    source.write_tokenizer_files(out.path())?;
+    let files: Vec<_> = files.iter().map(|f| out.final_path(f)).collect();
+    out.commit()?;
     pb.finish_and_clear();
     for f in files {
         eprintln!("wrote {}", f.display());

@@ -8,6 +8,7 @@ use llama_model::{Llama, ModelSource, Projection, QuantizeOptions, SaveDtype, sa
 use quant::{BnbMethod, QuantBackend};
 
 use crate::backend::{peak_rss_bytes, spinner};
+use crate::out_dir::OutDir;
 
 /// Arguments of `quantize`.
 #[derive(clap::Args, Debug)]
@@ -43,6 +44,9 @@ pub struct Args {
     /// Output directory.
     #[arg(long)]
     out: PathBuf,
+    /// Replace a non-empty output directory (refused by default).
+    #[arg(long)]
+    overwrite: bool,
 }
 
 fn torch_dtype(short: &str) -> Result<String> {
@@ -75,6 +79,7 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(d) = &args.dtype {
         SaveDtype::parse(d)?;
     }
+    let out = OutDir::begin(&args.out, args.overwrite)?;
     let device = Default::default();
     let pb = spinner(&format!("quantizing {source} to {}", args.method));
     let model: Llama<B> = source.load_quantized(&opts, &device)?;
@@ -86,8 +91,10 @@ pub fn run(args: Args) -> Result<()> {
     };
     let load_peak = peak_rss_bytes().unwrap_or(0);
     pb.set_message(format!("writing {}", args.out.display()));
-    let files = save_checkpoint(&model, &args.out, save_dtype, None)?;
-    source.write_tokenizer_files(&args.out)?;
+    let files = save_checkpoint(&model, out.path(), save_dtype, None)?;
+    source.write_tokenizer_files(out.path())?;
+    let files: Vec<_> = files.iter().map(|f| out.final_path(f)).collect();
+    out.commit()?;
     pb.finish_and_clear();
     for f in &files {
         eprintln!("wrote {}", f.display());

@@ -15,6 +15,9 @@ pub struct Args {
     /// Output directory.
     #[arg(long)]
     out: PathBuf,
+    /// Replace a non-empty output directory (refused by default).
+    #[arg(long)]
+    overwrite: bool,
     /// Stored dtype: f32, f16 or bf16.
     #[arg(long, default_value = "bf16")]
     dtype: String,
@@ -36,6 +39,7 @@ pub fn run(args: Args) -> Result<()> {
         )
     })?;
     let dtype = SaveDtype::parse(&args.dtype)?;
+    let out = crate::out_dir::OutDir::begin(&args.out, args.overwrite)?;
     let device = burn_ndarray::NdArrayDevice::Cpu;
     eprintln!(
         "building a random {} model ({:.2}B parameters)",
@@ -46,7 +50,9 @@ pub fn run(args: Args) -> Result<()> {
     let model = Llama::<burn_ndarray::NdArray<f32>>::random(&config, args.seed, &device);
     pb.set_message(format!("writing {}", args.out.display()));
     let shard = (args.shard_mb > 0).then_some(args.shard_mb * 1_000_000);
-    let files = save_checkpoint(&model, &args.out, dtype, shard)?;
+    let files = save_checkpoint(&model, out.path(), dtype, shard)?;
+    let files: Vec<_> = files.iter().map(|f| out.final_path(f)).collect();
+    out.commit()?;
     pb.finish_and_clear();
     for f in files {
         eprintln!("wrote {}", f.display());

@@ -258,6 +258,7 @@ fn read_json_array(path: Arc<PathBuf>) -> Result<Vec<Result<RawRecord>>> {
 }
 
 fn read_csv(path: Arc<PathBuf>) -> Result<RecordIter> {
+    check_csv_quoting(&path)?;
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .from_path(path.as_path())
@@ -281,6 +282,78 @@ fn read_csv(path: Arc<PathBuf>) -> Result<RecordIter> {
         })
     });
     Ok(Box::new(iter))
+}
+
+/// Refuses what Python's `csv` module refuses in strict mode and the `csv` crate reads without a
+/// word: text after the closing quote of a field (`"a"b,c`) and a quoted field never closed (it
+/// would swallow the rest of the file into one value). A quote inside an unquoted field
+/// (`5" screen`) stays allowed, as everywhere. One streaming pass over the bytes.
+fn check_csv_quoting(path: &Path) -> Result<()> {
+    use std::io::Read;
+    #[derive(Clone, Copy, PartialEq)]
+    enum State {
+        FieldStart,
+        Unquoted,
+        Quoted,
+        QuoteInQuoted,
+    }
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut reader = std::io::BufReader::with_capacity(1 << 16, file);
+    let mut buf = [0u8; 1 << 16];
+    let (mut state, mut line, mut field, mut opened_at) =
+        (State::FieldStart, 1usize, 1usize, 1usize);
+    loop {
+        let n = reader.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        for &b in &buf[..n] {
+            state = match (state, b) {
+                (State::Quoted, b'"') => State::QuoteInQuoted,
+                (State::Quoted, b'\n') => {
+                    line += 1;
+                    State::Quoted
+                }
+                (State::Quoted, _) => State::Quoted,
+                (State::QuoteInQuoted, b'"') => State::Quoted,
+                (State::FieldStart | State::Unquoted | State::QuoteInQuoted, b',') => {
+                    field += 1;
+                    State::FieldStart
+                }
+                (State::FieldStart | State::Unquoted | State::QuoteInQuoted, b'\n') => {
+                    line += 1;
+                    field = 1;
+                    State::FieldStart
+                }
+                (State::QuoteInQuoted, b'\r') => State::Unquoted,
+                (State::QuoteInQuoted, other) => {
+                    return Err(Error::record(
+                        path,
+                        Loc::Line(line),
+                        format!(
+                            "field {field}: `{}` after the closing quote; expected a comma or the end of the line (write a quote inside a quoted field as \"\")",
+                            char::from(other).escape_default()
+                        ),
+                    ));
+                }
+                (State::FieldStart, b'"') => {
+                    opened_at = line;
+                    State::Quoted
+                }
+                (State::FieldStart | State::Unquoted, _) => State::Unquoted,
+            };
+        }
+    }
+    if state == State::Quoted {
+        return Err(Error::record(
+            path,
+            Loc::Line(opened_at),
+            format!(
+                "field {field}: the quote opened here is never closed (the rest of the file would be read as one value)"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn csv_error(path: &Path, e: csv::Error) -> Error {

@@ -183,6 +183,9 @@ impl LlamaConfig {
                 }
             };
         }
+        if raw.hidden_size == 0 {
+            return Err(err("`hidden_size` is 0: expected a positive integer".into()));
+        }
         let heads = raw.num_attention_heads;
         let kv_heads = raw.num_key_value_heads.unwrap_or(heads);
         if heads == 0 || kv_heads == 0 || !heads.is_multiple_of(kv_heads) {
@@ -228,12 +231,68 @@ impl LlamaConfig {
                 Some(v) => Some(quant::BnbConfig::from_json(v).map_err(|e| err(e.to_string()))?),
             },
         };
-        if cfg.hidden_size == 0 || cfg.vocab_size == 0 || cfg.intermediate_size == 0 {
-            return Err(err(
-                "hidden_size, intermediate_size and vocab_size must be positive".into(),
+        cfg.check().map_err(err)?;
+        Ok(cfg)
+    }
+
+    /// Checks the values a model cannot run with, naming the `config.json` key: sizes that must
+    /// be positive, `rms_norm_eps` and `rope_theta` positive and finite, Llama 3 RoPE scaling
+    /// factors usable by its smoothing formula.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        for (key, v) in [
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("vocab_size", self.vocab_size),
+            ("max_position_embeddings", self.max_position_embeddings),
+        ] {
+            if v == 0 {
+                return Err(format!("`{key}` is 0: expected a positive integer"));
+            }
+        }
+        if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps > 0.0) {
+            return Err(format!(
+                "`rms_norm_eps` is {}: expected a small positive number (e.g. 1e-5)",
+                self.rms_norm_eps
             ));
         }
-        Ok(cfg)
+        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
+            return Err(format!(
+                "`rope_theta` is {}: expected a positive number (e.g. 10000 or 500000)",
+                self.rope_theta
+            ));
+        }
+        if let RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_max_position_embeddings,
+        } = self.rope_scaling
+        {
+            let positive = |key: &str, v: f64| {
+                if v.is_finite() && v > 0.0 {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "`rope_scaling.{key}` is {v}: expected a positive number"
+                    ))
+                }
+            };
+            positive("factor", factor)?;
+            positive("low_freq_factor", low_freq_factor)?;
+            positive("high_freq_factor", high_freq_factor)?;
+            if high_freq_factor <= low_freq_factor {
+                return Err(format!(
+                    "`rope_scaling.high_freq_factor` ({high_freq_factor}) must be larger than `low_freq_factor` ({low_freq_factor})"
+                ));
+            }
+            if original_max_position_embeddings == 0 {
+                return Err(
+                    "`rope_scaling.original_max_position_embeddings` is 0: expected a positive integer"
+                        .into(),
+                );
+            }
+        }
+        Ok(())
     }
 
     /// The `config.json` a Hugging Face checkpoint of this model carries, in the classic layout

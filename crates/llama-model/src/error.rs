@@ -103,6 +103,16 @@ pub enum Error {
     /// key and what was expected).
     #[error(transparent)]
     Peft(#[from] peft::Error),
+    /// The model computed NaN or infinite logits: its weights (or an adapter's) hold NaN/inf.
+    #[error(
+        "the model produced NaN or infinite logits (generation step {step}, row {row}): its weights or the adapter's hold NaN/inf values; check the checkpoint"
+    )]
+    NonFiniteLogits {
+        /// The generation step (0 = the prompt's last position).
+        step: usize,
+        /// The batch row.
+        row: usize,
+    },
     /// A caller passed an argument outside its domain.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

@@ -46,6 +46,12 @@ pub fn generate<B: QuantBackend>(
     config: &GenerationConfig,
     mut on_token: impl FnMut(usize, u32),
 ) -> Result<Vec<Vec<u32>>> {
+    if config.max_new_tokens == 0 {
+        return Err(Error::InvalidArgument(
+            "max_new_tokens 0: expected at least 1 new token".into(),
+        ));
+    }
+    config.sampling.validate().map_err(Error::InvalidArgument)?;
     if prompts.is_empty() || prompts.iter().any(Vec::is_empty) {
         return Err(Error::InvalidArgument(
             "every prompt needs at least one token".into(),
@@ -76,7 +82,7 @@ pub fn generate<B: QuantBackend>(
     let mut outputs: Vec<Vec<u32>> = vec![Vec::new(); b];
     let mut finished = vec![false; b];
     let mut step_ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [b, width]), &device);
-    for _ in 0..config.max_new_tokens {
+    for step in 0..config.max_new_tokens {
         let s = step_ids.dims()[1];
         let mut input = ModelInput::new(step_ids);
         if padded {
@@ -93,7 +99,11 @@ pub fn generate<B: QuantBackend>(
                 next.push(config.pad_token_id as i64);
                 continue;
             }
-            let tok = sampler.sample(&values[row * vocab..(row + 1) * vocab]);
+            let row_logits = &values[row * vocab..(row + 1) * vocab];
+            if row_logits.iter().any(|v| !v.is_finite()) {
+                return Err(Error::NonFiniteLogits { step, row });
+            }
+            let tok = sampler.sample(row_logits);
             outputs[row].push(tok);
             on_token(row, tok);
             if config.eos_token_ids.contains(&tok) {

@@ -28,6 +28,26 @@ impl Default for SamplingConfig {
     }
 }
 
+impl SamplingConfig {
+    /// Checks the settings: `temperature` finite and >= 0, `top_p` in (0, 1] (1 = off). Named as
+    /// transformers' `GenerationConfig` names them.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.temperature.is_finite() || self.temperature < 0.0 {
+            return Err(format!(
+                "temperature {}: expected a finite number >= 0 (0 = greedy)",
+                self.temperature
+            ));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(format!(
+                "top_p {}: expected a number in (0, 1] (1 = off)",
+                self.top_p
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A seeded sampler.
 #[derive(Debug)]
 pub struct Sampler {

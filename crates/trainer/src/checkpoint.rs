@@ -30,6 +30,9 @@ pub struct TrainerState {
     pub eval_loss_before: Option<f64>,
     /// Seconds of training so far (for tokens/s over resumed runs).
     pub train_seconds: f64,
+    /// The training data the position counts in (absent in checkpoints written before it was).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<crate::resume::DataDigest>,
 }
 
 /// `checkpoint-{step}` directories of a run, oldest first.
@@ -102,6 +105,8 @@ pub fn save<B: AutodiffBackend + QuantBackend>(
     save_checkpoint(run_dir, state.step, config.keep_checkpoints, |tmp| {
         save_weights(model, config, model_path, tmp)?;
         optimizer.save(&tmp.join("optimizer.safetensors"))?;
+        let config_file = tmp.join(crate::resume::CONFIG_FILE);
+        std::fs::write(&config_file, config.to_toml()).map_err(|e| Error::io(&config_file, e))?;
         write_json(&tmp.join("trainer_state.json"), state)
     })
 }

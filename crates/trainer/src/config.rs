@@ -451,11 +451,33 @@ impl TrainConfig {
         if !(0.0..1.0).contains(&self.valid_ratio) {
             return bad("`valid_ratio` must be in [0, 1)");
         }
-        if self.max_grad_norm < 0.0 {
+        if !(self.max_grad_norm >= 0.0 && self.max_grad_norm.is_finite()) {
             return bad("`max_grad_norm` must be >= 0 (0 turns clipping off)");
         }
-        if self.method != Method::Full && self.lora.r == 0 {
-            return bad("`lora.r` must be at least 1");
+        if self.method != Method::Full {
+            if self.lora.r == 0 {
+                return bad("`lora.r` must be at least 1");
+            }
+            if !(self.lora.alpha.is_finite() && self.lora.alpha > 0.0) {
+                return Err(Error::Config(format!(
+                    "`lora.alpha` is {}: expected a positive number (PEFT's lora_alpha)",
+                    self.lora.alpha
+                )));
+            }
+            if !(0.0..1.0).contains(&self.lora.dropout) {
+                return Err(Error::Config(format!(
+                    "`lora.dropout` is {}: expected a probability in [0, 1)",
+                    self.lora.dropout
+                )));
+            }
+            if self.lora.target_modules.is_empty() {
+                return bad(
+                    "`lora.target_modules` is empty: expected module names (q_proj, v_proj, ...) or \"all-linear\"",
+                );
+            }
+        }
+        if !self.sample_prompts.is_empty() && self.sample_tokens == 0 {
+            return bad("`sample_tokens` must be at least 1 when `sample_prompts` is set");
         }
         self.optimizer.validate()
     }

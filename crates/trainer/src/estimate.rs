@@ -30,6 +30,32 @@ pub struct EstimateInput {
     pub gradient_checkpointing: bool,
 }
 
+impl EstimateInput {
+    /// Checks the run settings: a plan for zero tokens, zero rows or a rank-0 adapter means
+    /// nothing, so they are refused, named as `cargo xtask estimate` names them.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.seq_len == 0 {
+            return Err("--seq-len 0: expected at least 1 token per row".into());
+        }
+        if self.batch == 0 {
+            return Err("--batch 0: expected at least 1 row per micro-batch".into());
+        }
+        if self.method != Method::Full && self.rank == 0 {
+            return Err(format!(
+                "--rank 0: a {} adapter needs a rank of at least 1",
+                format!("{:?}", self.method).to_lowercase()
+            ));
+        }
+        if !matches!(self.weight_bytes, 2 | 4) {
+            return Err(format!(
+                "{} bytes per weight: expected 2 (bf16/f16) or 4 (f32)",
+                self.weight_bytes
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// One line of the breakdown.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Item {

@@ -22,6 +22,7 @@ pub mod oom;
 pub mod optim;
 pub mod plot;
 pub mod report;
+pub mod resume;
 pub mod run;
 pub mod schedule;
 pub mod setup;

@@ -21,6 +21,7 @@ use crate::files::write_atomic;
 use crate::loss::{count_targets, default_chunk_rows, summed_lm_loss};
 use crate::optim::AdamW;
 use crate::report::{self, Metric, Summary};
+use crate::resume;
 use crate::schedule::Schedule;
 use crate::setup::{self, Splits};
 use crate::step::{StepOptions, StepStats, train_step};
@@ -155,9 +156,19 @@ where
 {
     // Set up.
     let started = Instant::now();
-    let (state, resume_from) = open_run_dir(config, paths)?;
+    let (mut state, resume_from, warnings) = open_run_dir(config, paths)?;
+    for w in &warnings {
+        observer.info(w);
+    }
     let model = open_model::<B>(config, paths, resume_from.as_deref(), device, observer)?;
     let data = open_data(config, paths, observer)?;
+    let digest = resume::DataDigest::of(&data.train.examples);
+    if resume_from.is_some()
+        && let Some(w) = resume::compare_data(state.data.as_ref(), &digest)
+    {
+        observer.info(&w);
+    }
+    state.data = Some(digest);
     let loader = Loader::new(
         &data.train.examples,
         loader_config(config, data.pad_id, config.seed),
@@ -185,20 +196,40 @@ where
     run.report(eval_after, interrupted)
 }
 
-/// Checks the configuration, creates the run directory with its `config.toml`, and finds the
-/// checkpoint to resume from (`paths.resume`) with its trainer state, or starts afresh.
-fn open_run_dir(config: &TrainConfig, paths: &RunPaths) -> Result<(TrainerState, Option<PathBuf>)> {
+/// The trainer state, the checkpoint resumed from and the warnings for what this run changed.
+type RunStart = (TrainerState, Option<PathBuf>, Vec<String>);
+
+/// Checks the configuration, finds the checkpoint to resume from (`paths.resume`) with its
+/// trainer state (refusing settings that changed the shapes of its state, warning about those
+/// that change the course of the run), or starts afresh, then writes the run directory's
+/// `config.toml`.
+fn open_run_dir(config: &TrainConfig, paths: &RunPaths) -> Result<RunStart> {
     config.validate()?;
     let run_dir = &paths.run_dir;
     std::fs::create_dir_all(run_dir).map_err(|e| Error::io(run_dir, e))?;
-    write_atomic(&run_dir.join("config.toml"), |tmp| {
-        std::fs::write(tmp, config.to_toml())
-    })?;
-    if !paths.resume {
-        return Ok((TrainerState::default(), None));
-    }
-    let (dir, state) = checkpoint::newest(run_dir)?;
-    Ok((state, Some(dir)))
+    let config_file = run_dir.join("config.toml");
+    let (state, resume_from, warnings) = if paths.resume {
+        let (dir, state) = checkpoint::newest(run_dir)?;
+        // A file an older version wrote may not parse any more: then the settings are not
+        // compared, with a warning, rather than the run refused.
+        let previous = config_file
+            .is_file()
+            .then(|| TrainConfig::from_file(&config_file).ok())
+            .flatten();
+        let warnings = match resume::saved_config(&dir, previous) {
+            Ok(Some(old)) => resume::compare(&old, config, &dir)?,
+            Ok(None) => Vec::new(),
+            Err(e) => vec![format!(
+                "warning: the settings of {} cannot be compared with this run's: {e}",
+                dir.display()
+            )],
+        };
+        (state, Some(dir), warnings)
+    } else {
+        (TrainerState::default(), None, Vec::new())
+    };
+    write_atomic(&config_file, |tmp| std::fs::write(tmp, config.to_toml()))?;
+    Ok((state, resume_from, warnings))
 }
 
 /// The model of the run: the base with fresh adapters, or the checkpoint's adapters (its full
@@ -332,14 +363,20 @@ where
         label: &str,
     ) -> Result<()> {
         let prompts = &self.config.sample_prompts;
-        let answers = sample(
+        // A sample that cannot be produced (NaN logits after a diverged step, a prompt longer
+        // than the context) is reported and does not stop the run before its weights are saved.
+        match sample(
             &model.clone().valid(),
             &self.tokenizer,
             prompts,
             self.config.sample_tokens,
-        )?;
-        for (p, a) in prompts.iter().zip(answers) {
-            observer.info(&format!("{label} | {p} -> {a}"));
+        ) {
+            Ok(answers) => {
+                for (p, a) in prompts.iter().zip(answers) {
+                    observer.info(&format!("{label} | {p} -> {a}"));
+                }
+            }
+            Err(e) => observer.info(&format!("{label} | samples skipped: {e}")),
         }
         Ok(())
     }

@@ -80,7 +80,7 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<LlamaConfig> {
         }
     };
     let token = |key: &str| -> Result<Option<u32>> { Ok(file.get_u64(key)?.map(|v| v as u32)) };
-    Ok(LlamaConfig {
+    let config = LlamaConfig {
         hidden_size: hidden,
         intermediate_size: u("llama.feed_forward_length")?,
         num_hidden_layers: u("llama.block_count")?,
@@ -101,7 +101,23 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<LlamaConfig> {
         mlp_bias: file.tensor("blk.0.ffn_up.bias").is_some(),
         torch_dtype: None,
         quantization: None,
-    })
+    };
+    // The same checks as config.json's, named by the GGUF keys the values came from.
+    config.check().map_err(|m| {
+        let mut m = m;
+        for (hf, gguf) in [
+            ("`hidden_size`", "`llama.embedding_length`"),
+            ("`intermediate_size`", "`llama.feed_forward_length`"),
+            ("`vocab_size`", "`llama.vocab_size`"),
+            ("`max_position_embeddings`", "`llama.context_length`"),
+            ("`rms_norm_eps`", "`llama.attention.layer_norm_rms_epsilon`"),
+            ("`rope_theta`", "`llama.rope.freq_base`"),
+        ] {
+            m = m.replace(hf, gguf);
+        }
+        file.error(m)
+    })?;
+    Ok(config)
 }
 
 /// The tensors of a GGUF file under Hugging Face names, as f32.
