@@ -155,7 +155,7 @@ where
 {
     // Set up.
     let started = Instant::now();
-    let (state, resume_from) = open_run_dir(config, paths)?;
+    let (state, resume_from) = open_run_dir(config, paths, observer)?;
     let model = open_model::<B>(config, paths, resume_from.as_deref(), device, observer)?;
     let data = open_data(config, paths, observer)?;
     let loader = Loader::new(
@@ -185,12 +185,20 @@ where
     run.report(eval_after, interrupted)
 }
 
-/// Checks the configuration, creates the run directory with its `config.toml`, and finds the
-/// checkpoint to resume from (`paths.resume`) with its trainer state, or starts afresh.
-fn open_run_dir(config: &TrainConfig, paths: &RunPaths) -> Result<(TrainerState, Option<PathBuf>)> {
+/// Checks the configuration, creates the run directory with its `config.toml` (first removing
+/// what a crash during a save left there: `.checkpoint-N.tmp` and other temporaries, logged), and
+/// finds the checkpoint to resume from (`paths.resume`) with its trainer state, or starts afresh.
+fn open_run_dir(
+    config: &TrainConfig,
+    paths: &RunPaths,
+    observer: &mut dyn Observer,
+) -> Result<(TrainerState, Option<PathBuf>)> {
     config.validate()?;
     let run_dir = &paths.run_dir;
     std::fs::create_dir_all(run_dir).map_err(|e| Error::io(run_dir, e))?;
+    for leftover in crate::files::clean_stale(run_dir)? {
+        observer.info(&leftover.to_string());
+    }
     write_atomic(&run_dir.join("config.toml"), |tmp| {
         std::fs::write(tmp, config.to_toml())
     })?;
@@ -528,13 +536,7 @@ where
         self.show_samples(model, observer, "after ")?;
         let dir = self.checkpoint(model)?;
         let out = self.output_dir();
-        checkpoint::save_final_weights(
-            model,
-            self.config,
-            self.paths.model.path(),
-            &self.paths.run_dir,
-            &out,
-        )?;
+        checkpoint::save_final_weights(model, self.config, self.paths.model.path(), &out)?;
         observer.info(&format!("wrote {} (and {})", out.display(), dir.display()));
         Ok(())
     }
