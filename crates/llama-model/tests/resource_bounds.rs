@@ -59,7 +59,9 @@ fn gguf_counts_and_lengths_are_checked_against_the_file() {
     );
     let e = gguf_error("kv", gguf(0, HUGE, &[]));
     assert!(e.contains("metadata count"), "{e}");
-    let e = gguf_error("key", gguf(0, 1, &HUGE.to_le_bytes()));
+    let mut key = HUGE.to_le_bytes().to_vec();
+    key.extend([0u8; 8]);
+    let e = gguf_error("key", gguf(0, 1, &key));
     assert!(e.contains("length of metadata key"), "{e}");
 
     let mut value = string("general.name");
@@ -155,15 +157,14 @@ fn json_nested_a_million_deep_is_one_error() {
     let config = dir.join("config.json");
     std::fs::write(&config, &deep).unwrap();
     let e = LlamaConfig::from_file(&config).unwrap_err().to_string();
-    assert!(
-        e.contains("config.json") && e.contains("recursion limit exceeded"),
-        "{e}"
-    );
+    // Typed parsing stops at the first wrong type or at serde_json's recursion limit: either
+    // way one error naming the file, not a stack overflow.
+    assert!(e.contains("config.json") && !e.contains('\n'), "{e}");
     let index = dir.join("model.safetensors.index.json");
     std::fs::write(&index, deep.replace("hidden_size", "weight_map")).unwrap();
     let e = SafetensorsSource::open(&dir).err().unwrap().to_string();
     assert!(
-        e.contains("model.safetensors.index.json") && e.contains("recursion limit exceeded"),
+        e.contains("model.safetensors.index.json") && !e.contains('\n'),
         "{e}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
