@@ -31,7 +31,7 @@ pub use dataset::{Dataset, ExampleStream, ReadOptions, Stats, stream};
 pub use error::{Error, Loc, Result};
 pub use format::{FieldMap, Format, Parsed, Sample};
 pub use loader::{Batches, Loader, LoaderConfig, Position, packing_efficiency, padding_efficiency};
-pub use reader::{FileKind, read_all, read_file};
+pub use reader::{FileKind, MAX_RECORD_BYTES, read_all, read_file};
 pub use record::RawRecord;
 pub use template::{ChatRenderer, TemplateChoice};
 pub use tokenize::{EncodeOptions, Encoded, Encoder, Example, IGNORE_INDEX, Truncation};

@@ -107,6 +107,12 @@ impl Iterator for NonEmpty {
     }
 }
 
+/// The longest line of a JSONL or text file (one record), in bytes: 16 MiB, millions of tokens,
+/// far beyond any `max_seq_len`. A longer line is one error naming the file and line, and the
+/// reader never holds more than this much of it (reading 16 MiB at most, then skipping to the
+/// next newline), so a file without newlines cannot exhaust memory.
+pub const MAX_RECORD_BYTES: usize = 16 << 20;
+
 #[derive(Clone, Copy)]
 enum LineKind {
     Json,
@@ -178,7 +184,13 @@ impl Iterator for LineReader {
         }
         loop {
             self.buf.clear();
-            match self.reader.read_until(b'\n', &mut self.buf) {
+            let limit = MAX_RECORD_BYTES as u64 + 1;
+            match self
+                .reader
+                .by_ref()
+                .take(limit)
+                .read_until(b'\n', &mut self.buf)
+            {
                 Ok(0) => return None,
                 Ok(_) => {}
                 Err(e) => {
@@ -187,6 +199,21 @@ impl Iterator for LineReader {
                 }
             }
             self.line += 1;
+            if self.buf.len() > MAX_RECORD_BYTES && self.buf.last() != Some(&b'\n') {
+                self.buf = Vec::new();
+                if let Err(e) = skip_line(&mut self.reader) {
+                    self.failed = true;
+                    return Some(Err(Error::io(&self.path, e)));
+                }
+                return Some(Err(Error::record(
+                    &self.path,
+                    Loc::Line(self.line),
+                    format!(
+                        "line longer than {} MiB (the maximum record size): expected one record per line",
+                        MAX_RECORD_BYTES >> 20
+                    ),
+                )));
+            }
             let mut bytes = self.buf.as_slice();
             while let [rest @ .., b'\n' | b'\r'] = bytes {
                 bytes = rest;
@@ -208,6 +235,26 @@ impl Iterator for LineReader {
                 continue;
             }
             return Some(self.parse(text));
+        }
+    }
+}
+
+/// Consumes the rest of a line (through its newline, or to the end of the file) without keeping it.
+fn skip_line(reader: &mut impl BufRead) -> std::io::Result<()> {
+    loop {
+        let chunk = reader.fill_buf()?;
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        match chunk.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                reader.consume(i + 1);
+                return Ok(());
+            }
+            None => {
+                let n = chunk.len();
+                reader.consume(n);
+            }
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Checkpoints: what a run saves to go on bit for bit — the adapter (PEFT format) or the full
-//! weights, the optimizer state and the trainer state — each written to a temporary directory and
-//! renamed, the last K kept; and the newest one found and read back to resume.
+//! weights, the optimizer state and the trainer state — written to a temporary directory, flushed
+//! to disk and renamed, the last K kept; and the newest one found and read back to resume.
 
 use std::path::{Path, PathBuf};
 
@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Method, TrainConfig};
 use crate::error::{Error, Result};
-use crate::files::{read_json, write_json};
+use crate::files::{aside, read_json, replace_dir, write_json};
 use crate::optim::AdamW;
 use crate::setup;
 
@@ -66,8 +66,10 @@ pub fn newest(run_dir: &Path) -> Result<(PathBuf, TrainerState)> {
     Ok((dir, state))
 }
 
-/// Writes a checkpoint through `fill(tmp_dir)`, then renames the directory into place and
-/// removes the oldest beyond `keep`.
+/// Writes a checkpoint through `fill(tmp_dir)` into `.checkpoint-{step}.tmp`, flushes it to disk,
+/// renames it to `checkpoint-{step}` (see [`replace_dir`]) and removes the oldest beyond `keep`.
+/// A crash at any moment leaves every earlier checkpoint complete; a failed save (a full disk)
+/// removes its temporary directory and returns [`Error::Save`] naming the file it was writing.
 pub fn save_checkpoint(
     run_dir: &Path,
     step: u64,
@@ -75,14 +77,18 @@ pub fn save_checkpoint(
     fill: impl FnOnce(&Path) -> Result<()>,
 ) -> Result<PathBuf> {
     let dir = run_dir.join(format!("checkpoint-{step}"));
-    let tmp = run_dir.join(format!(".checkpoint-{step}.tmp"));
+    let tmp = aside(&dir, "tmp");
+    let failed = |source: Error| {
+        let _ = std::fs::remove_dir_all(&tmp);
+        Error::Save {
+            dir: dir.clone(),
+            source: Box::new(source),
+        }
+    };
     let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    fill(&tmp)?;
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    }
-    std::fs::rename(&tmp, &dir).map_err(|e| Error::io(&dir, e))?;
+    std::fs::create_dir_all(&tmp).map_err(|e| failed(Error::io(&tmp, e)))?;
+    fill(&tmp).map_err(failed)?;
+    replace_dir(&tmp, &dir).map_err(failed)?;
     let all = checkpoints(run_dir);
     if all.len() > keep.max(1) {
         for (_, old) in &all[..all.len() - keep.max(1)] {
@@ -130,19 +136,22 @@ pub fn save_weights<B: AutodiffBackend + QuantBackend>(
 }
 
 /// The weights into `out` (the run's `adapter/` or `model/`), replacing what was there: written
-/// to `<run_dir>/.final.tmp` first, then renamed.
+/// to `.adapter.tmp` (`.model.tmp`) beside it first, then swapped in by [`replace_dir`].
 pub fn save_final_weights<B: AutodiffBackend + QuantBackend>(
     model: &Llama<B>,
     config: &TrainConfig,
     model_path: &Path,
-    run_dir: &Path,
     out: &Path,
 ) -> Result<()> {
-    let tmp = run_dir.join(".final.tmp");
+    let tmp = aside(out, "tmp");
+    let failed = |source: Error| {
+        let _ = std::fs::remove_dir_all(&tmp);
+        Error::Save {
+            dir: out.to_path_buf(),
+            source: Box::new(source),
+        }
+    };
     let _ = std::fs::remove_dir_all(&tmp);
-    save_weights(model, config, model_path, &tmp)?;
-    if out.exists() {
-        std::fs::remove_dir_all(out).map_err(|e| Error::io(out, e))?;
-    }
-    std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))
+    save_weights(model, config, model_path, &tmp).map_err(failed)?;
+    replace_dir(&tmp, out).map_err(failed)
 }

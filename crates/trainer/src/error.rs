@@ -21,6 +21,15 @@ pub enum Error {
         /// What is wrong and what was expected.
         message: String,
     },
+    /// A checkpoint (or the final weights) could not be written — a full disk, a file-size limit:
+    /// `source` names the file; the previous checkpoints are untouched and no temporary is left.
+    #[error("could not save {dir} (earlier checkpoints are untouched): {source}")]
+    Save {
+        /// The directory being saved.
+        dir: PathBuf,
+        /// What failed, naming the file being written.
+        source: Box<Error>,
+    },
     /// A setting out of range.
     #[error("{0}")]
     Config(String),

@@ -67,26 +67,32 @@ fn nan_for_null<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f
     Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
-/// Appends a line to `metrics.jsonl`.
+/// Appends a line to `metrics.jsonl` (one `write`, newline included: a crash can cut only the
+/// last line short, and [`keep_metrics`] drops such a line).
 pub fn append_metric(path: &Path, m: &Metric) -> Result<()> {
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
         .map_err(|e| Error::io(path, e))?;
-    let line = serde_json::to_string(m).unwrap_or_default();
-    writeln!(f, "{line}").map_err(|e| Error::io(path, e))
+    let line = serde_json::to_string(m).unwrap_or_default() + "\n";
+    f.write_all(line.as_bytes()).map_err(|e| Error::io(path, e))
 }
 
-/// Reads `metrics.jsonl`, keeping the lines up to `step` (a resumed run rewrites the rest).
+/// Reads `metrics.jsonl`, keeping the lines up to `step` (a resumed run rewrites the rest). A
+/// last line without its newline (a crash in the middle of [`append_metric`]) is left out.
 pub fn read_metrics(path: &Path, up_to: Option<u64>) -> Result<Vec<Metric>> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(Error::io(path, e)),
     };
+    let complete = match text.rfind('\n') {
+        Some(end) => &text[..=end],
+        None => "",
+    };
     let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
+    for (i, line) in complete.lines().enumerate() {
         let m: Metric = serde_json::from_str(line).map_err(|e| Error::Checkpoint {
             path: path.to_path_buf(),
             message: format!("line {}: {e}", i + 1),
@@ -157,4 +163,35 @@ pub struct Summary {
     pub interrupted: bool,
     /// The checkpoint this run resumed from.
     pub resumed_from: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_last_line_cut_short_by_a_crash_is_dropped_on_resume() {
+        let dir = std::env::temp_dir().join(format!("trainer-metrics-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("metrics.jsonl");
+        for step in 1..=3 {
+            append_metric(&path, &Metric::eval(step, 1.0 / step as f64, 0.5)).unwrap();
+        }
+        // A crash in the middle of the fourth append.
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(b"{\"step\":4,\"lo").unwrap();
+        assert_eq!(read_metrics(&path, None).unwrap().len(), 3);
+        keep_metrics(&path, 2).unwrap();
+        let kept = read_metrics(&path, None).unwrap();
+        assert_eq!(kept.iter().map(|m| m.step).collect::<Vec<_>>(), [1, 2]);
+        assert!(std::fs::read_to_string(&path).unwrap().ends_with("}\n"));
+        // A bad complete line is still an error naming the line.
+        std::fs::write(&path, "{\"step\":1}\n").unwrap();
+        let e = read_metrics(&path, None).unwrap_err().to_string();
+        assert!(e.contains("metrics.jsonl") && e.contains("line 1"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -156,7 +156,7 @@ where
 {
     // Set up.
     let started = Instant::now();
-    let (mut state, resume_from, warnings) = open_run_dir(config, paths)?;
+    let (mut state, resume_from, warnings) = open_run_dir(config, paths, observer)?;
     for w in &warnings {
         observer.info(w);
     }
@@ -202,11 +202,19 @@ type RunStart = (TrainerState, Option<PathBuf>, Vec<String>);
 /// Checks the configuration, finds the checkpoint to resume from (`paths.resume`) with its
 /// trainer state (refusing settings that changed the shapes of its state, warning about those
 /// that change the course of the run), or starts afresh, then writes the run directory's
-/// `config.toml`.
-fn open_run_dir(config: &TrainConfig, paths: &RunPaths) -> Result<RunStart> {
+/// `config.toml`. What a crash during a save left there (`.checkpoint-N.tmp` and other
+/// temporaries) is removed first, with a log line.
+fn open_run_dir(
+    config: &TrainConfig,
+    paths: &RunPaths,
+    observer: &mut dyn Observer,
+) -> Result<RunStart> {
     config.validate()?;
     let run_dir = &paths.run_dir;
     std::fs::create_dir_all(run_dir).map_err(|e| Error::io(run_dir, e))?;
+    for leftover in crate::files::clean_stale(run_dir)? {
+        observer.info(&leftover.to_string());
+    }
     let config_file = run_dir.join("config.toml");
     let (state, resume_from, warnings) = if paths.resume {
         let (dir, state) = checkpoint::newest(run_dir)?;
@@ -565,13 +573,7 @@ where
         self.show_samples(model, observer, "after ")?;
         let dir = self.checkpoint(model)?;
         let out = self.output_dir();
-        checkpoint::save_final_weights(
-            model,
-            self.config,
-            self.paths.model.path(),
-            &self.paths.run_dir,
-            &out,
-        )?;
+        checkpoint::save_final_weights(model, self.config, self.paths.model.path(), &out)?;
         observer.info(&format!("wrote {} (and {})", out.display(), dir.display()));
         Ok(())
     }

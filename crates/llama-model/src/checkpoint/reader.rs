@@ -43,6 +43,25 @@ struct Index {
     weight_map: BTreeMap<String, String>,
 }
 
+/// `dir/name` for a shard named in `index_path`'s `weight_map[key]`: a relative path of plain
+/// names only, so a crafted index cannot point outside the checkpoint (`../x`, `/etc/x`).
+fn shard_path(dir: &Path, index_path: &Path, key: &str, name: &str) -> Result<PathBuf> {
+    let relative = Path::new(name);
+    let inside = !name.is_empty()
+        && relative
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+    if !inside {
+        return Err(Error::Safetensors {
+            path: index_path.to_path_buf(),
+            message: format!(
+                "weight_map[\"{key}\"] is \"{name}\": expected a file name inside the checkpoint directory (no `..`, no absolute path)"
+            ),
+        });
+    }
+    Ok(dir.join(relative))
+}
+
 impl SafetensorsSource {
     /// Opens the checkpoint in `dir` and validates every file header.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
@@ -56,10 +75,13 @@ impl SafetensorsSource {
                 path: index_path.clone(),
                 source,
             })?;
-            let mut names: Vec<&String> = index.weight_map.values().collect();
-            names.sort();
-            names.dedup();
-            names.into_iter().map(|n| dir.join(n)).collect()
+            let mut files = Vec::new();
+            for (key, name) in &index.weight_map {
+                files.push(shard_path(&dir, &index_path, key, name)?);
+            }
+            files.sort();
+            files.dedup();
+            files
         } else if single.is_file() {
             vec![single]
         } else if !dir.is_dir() {

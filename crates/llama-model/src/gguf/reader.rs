@@ -54,11 +54,17 @@ pub struct GgufFile {
     by_name: HashMap<String, usize>,
 }
 
+/// How deep metadata arrays may nest (an array of arrays of ...): llama.cpp's files use one
+/// level; each level is a recursion, so a crafted file must not choose the depth.
+pub const MAX_ARRAY_NESTING: usize = 16;
+
 /// Bounds-checked little-endian reads that report the offset and what was being read.
 struct Cursor<'a> {
     bytes: &'a [u8],
     pos: usize,
     path: &'a Path,
+    /// Arrays of arrays entered so far ([`MAX_ARRAY_NESTING`] at most).
+    depth: usize,
 }
 
 impl<'a> Cursor<'a> {
@@ -148,11 +154,18 @@ impl<'a> Cursor<'a> {
                 let elem = self.u32(&what("array element type"))?;
                 if elem == 9 {
                     // Nested arrays carry their own element type per element.
+                    if self.depth >= MAX_ARRAY_NESTING {
+                        return Err(self.err(format!(
+                            "array `{key}` at offset {at} nests arrays more than {MAX_ARRAY_NESTING} deep"
+                        )));
+                    }
                     let n = self.count(&what("array length"), 12)?;
                     let mut items = Vec::with_capacity(n);
+                    self.depth += 1;
                     for _ in 0..n {
                         items.push(self.value(9, key)?);
                     }
+                    self.depth -= 1;
                     return Ok(MetaValue::Array(items));
                 }
                 if elem > 12 {
@@ -198,6 +211,7 @@ impl GgufFile {
             bytes: &mmap,
             pos: 0,
             path: &path,
+            depth: 0,
         };
         let magic = c.array::<4>("magic")?;
         if &magic != b"GGUF" {
@@ -277,9 +291,11 @@ impl GgufFile {
             }
             let size = dims[1..]
                 .iter()
-                .try_fold(dims[0] / block as u64 * type_size as u64, |acc, &d| {
-                    acc.checked_mul(d)
-                })
+                .try_fold(
+                    (dims[0] / block as u64).checked_mul(type_size as u64),
+                    |acc, &d| acc.and_then(|a| a.checked_mul(d)).map(Some),
+                )
+                .flatten()
                 .ok_or_else(|| err(format!("dimensions {dims:?} overflow")))?;
             if offset % alignment as u64 != 0 {
                 return Err(err(format!(
