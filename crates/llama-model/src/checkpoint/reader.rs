@@ -59,6 +59,18 @@ impl SafetensorsSource {
             let mut names: Vec<&String> = index.weight_map.values().collect();
             names.sort();
             names.dedup();
+            // Shards are files of this directory: an absolute path or `..` would read any file.
+            if let Some(bad) = names.iter().find(|n| {
+                let p = Path::new(n.as_str());
+                n.is_empty() || p.file_name().is_none_or(|f| f != p.as_os_str())
+            }) {
+                return Err(Error::Safetensors {
+                    path: index_path.clone(),
+                    message: format!(
+                        "weight_map names shard \"{bad}\"; expected a file name in this directory"
+                    ),
+                });
+            }
             names.into_iter().map(|n| dir.join(n)).collect()
         } else if single.is_file() {
             vec![single]

@@ -275,11 +275,12 @@ impl GgufFile {
                     "dimensions {dims:?} must be positive with the first a multiple of {block} ({ggml_type:?} blocks)"
                 )));
             }
+            // Found by fuzzing: `dims[0] / block * type_size` itself overflowed (a panic with
+            // overflow checks, a wrapped, too small size without).
             let size = dims[1..]
                 .iter()
-                .try_fold(dims[0] / block as u64 * type_size as u64, |acc, &d| {
-                    acc.checked_mul(d)
-                })
+                .try_fold(dims[0] / block as u64, |acc, &d| acc.checked_mul(d))
+                .and_then(|blocks| blocks.checked_mul(type_size as u64))
                 .ok_or_else(|| err(format!("dimensions {dims:?} overflow")))?;
             if offset % alignment as u64 != 0 {
                 return Err(err(format!(
