@@ -11,6 +11,7 @@ mod estimate;
 mod eval;
 mod export_gguf;
 mod fetch_default;
+mod fuzz;
 mod generate;
 mod merge;
 mod out_dir;
@@ -60,6 +61,8 @@ enum Command {
     Convert(convert::Args),
     /// Write a checkpoint (with an adapter merged in) as a llama.cpp GGUF file.
     ExportGguf(export_gguf::Args),
+    /// Fuzz one parser with AFL++ for N minutes and print executions, corpus, crashes and hangs.
+    Fuzz(fuzz::Args),
 }
 
 fn main() {
@@ -78,6 +81,7 @@ fn main() {
         Command::FetchDefault(args) => fetch_default::run(args),
         Command::Convert(args) => convert::run(args),
         Command::ExportGguf(args) => export_gguf::run(args),
+        Command::Fuzz(args) => fuzz::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {}", error_line(&e));

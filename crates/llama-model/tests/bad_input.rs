@@ -212,6 +212,37 @@ fn missing_shard_listed_in_index() {
     assert!(err.contains("model-00002-of-00004.safetensors"), "{err}");
 }
 
+/// Found while writing the `safetensors_index` fuzz target: the index's shard names were joined
+/// to the directory as given, so `/etc/passwd` or `../x.safetensors` opened any file.
+#[test]
+fn index_shard_outside_the_directory() {
+    for (i, name) in [
+        "/etc/passwd",
+        "../model.safetensors",
+        "sub/x.safetensors",
+        "..",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let dir = scratch(&format!("index-path-{i}"));
+        std::fs::remove_file(dir.join("model.safetensors")).unwrap();
+        let index = serde_json::json!({"weight_map": {"model.embed_tokens.weight": name}});
+        std::fs::write(
+            dir.join("model.safetensors.index.json"),
+            serde_json::to_string(&index).unwrap(),
+        )
+        .unwrap();
+        let err = load_err(&dir);
+        assert!(
+            err.contains("model.safetensors.index.json")
+                && err.contains(name)
+                && err.contains("expected a file name inside the checkpoint directory"),
+            "{err}"
+        );
+    }
+}
+
 #[test]
 fn tokenizer_that_fails_to_parse() {
     let dir = scratch("tok");

@@ -188,6 +188,17 @@ fn bad_files_get_one_clear_error() {
         "{msg}"
     );
 
+    // Found by fuzzing (crates/fuzz/regressions/gguf): a first dimension whose byte size
+    // overflows u64 panicked with overflow checks and wrapped without them.
+    let msg = open_err(&edited("huge-dim", |b| {
+        let at = first_tensor_type_offset(b) - 2 * 8;
+        b[at..at + 8].copy_from_slice(&(1u64 << 62).to_le_bytes());
+    }));
+    assert!(
+        msg.contains("F32.source") && msg.contains("overflow"),
+        "{msg}"
+    );
+
     let msg = open_err(&edited("misaligned", |b| {
         let at = first_tensor_type_offset(b) + 4;
         b[at..at + 8].copy_from_slice(&4u64.to_le_bytes());

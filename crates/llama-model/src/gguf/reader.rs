@@ -289,6 +289,8 @@ impl GgufFile {
                     "dimensions {dims:?} must be positive with the first a multiple of {block} ({ggml_type:?} blocks)"
                 )));
             }
+            // Found by fuzzing: `dims[0] / block * type_size` itself overflowed (a panic with
+            // overflow checks, a wrapped, too small size without).
             let size = dims[1..]
                 .iter()
                 .try_fold(
