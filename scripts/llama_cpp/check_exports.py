@@ -37,7 +37,7 @@ K_TYPES = {"q4_k_m": "Q4_K_M", "q5_k_m": "Q5_K_M", "q6_k": "Q6_K", "q4_k_s": "Q4
 
 
 def run(cmd, **kw):
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, **kw)
+    r = subprocess.run(cmd, capture_output=True, text=True, errors="replace", cwd=ROOT, **kw)
     if r.returncode != 0:
         sys.exit(f"error: {' '.join(map(shlex.quote, cmd))} failed ({r.returncode}):\n{r.stderr[-3000:]}")
     return r
