@@ -25,6 +25,12 @@ pub struct Args {
     /// Documents longer than this many tokens are truncated (and counted on stderr).
     #[arg(long)]
     max_seq_len: Option<usize>,
+    /// Score as llama.cpp's `llama-perplexity -c N` does instead: the whole file tokenized as one
+    /// text (BOS first when the tokenizer adds one), cut into chunks of N tokens (a partial last
+    /// chunk dropped; each chunk starts with BOS when the tokenizer adds one), and only the
+    /// predictions of the second half of each chunk counted.
+    #[arg(long, value_name = "N")]
+    llama_cpp_ctx: Option<usize>,
     /// Print exactly one JSON object on stdout.
     #[arg(long)]
     json: bool,
@@ -74,6 +80,9 @@ impl Job for Args {
         self.device
     }
     fn run<B: QuantBackend>(self, device: B::Device) -> Result<()> {
+        if let Some(n_ctx) = self.llama_cpp_ctx {
+            return self.run_llama_cpp::<B>(n_ctx, device);
+        }
         let docs = read_documents(&self.data)?;
         let source = model_source(self.model.as_deref())?;
         let tokenizer = source.tokenizer()?;
@@ -125,6 +134,56 @@ impl Job for Args {
             println!(
                 "documents  {}\ntokens     {}\nloss       {loss:.6}\nperplexity {ppl:.4}",
                 docs.len(),
+                sum.tokens
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Args {
+    /// `--llama-cpp-ctx N`: `perplexity()` of llama.cpp's `tools/perplexity/perplexity.cpp`.
+    fn run_llama_cpp<B: QuantBackend>(&self, n_ctx: usize, device: B::Device) -> Result<()> {
+        if n_ctx < 4 {
+            bail!("--llama-cpp-ctx {n_ctx}: expected at least 4 tokens per chunk");
+        }
+        let text = std::fs::read_to_string(&self.data)
+            .with_context(|| format!("{}: not readable UTF-8 text", self.data.display()))?;
+        let source = model_source(self.model.as_deref())?;
+        let tokenizer = source.tokenizer()?;
+        let model = crate::backend::load_model::<B>(&source, self.adapter.as_deref(), &device)?;
+        let bos = model.config().bos_token_id.or(tokenizer.bos_token_id());
+        let tokens = tokenizer.encode(&text, true)?;
+        let add_bos = bos.is_some() && tokens.first().copied() == bos;
+        let n_chunk = tokens.len() / n_ctx;
+        if n_chunk == 0 {
+            bail!(
+                "{}: {} tokens, fewer than one chunk of {n_ctx}",
+                self.data.display(),
+                tokens.len()
+            );
+        }
+        let first = n_ctx / 2;
+        let mut sum = Nll::default();
+        for j in 0..n_chunk {
+            let mut chunk = tokens[j * n_ctx..(j + 1) * n_ctx].to_vec();
+            if let (true, Some(b)) = (add_bos, bos) {
+                chunk[0] = b;
+            }
+            // Causal model: the predictions at positions < first are those of the prefix.
+            let all = sequence_nll(&model, &chunk)?;
+            let head = sequence_nll(&model, &chunk[..first + 1])?;
+            sum.total += all.total - head.total;
+            sum.tokens += all.tokens - head.tokens;
+        }
+        let loss = sum.mean();
+        let ppl = loss.exp();
+        if self.json {
+            let out = serde_json::json!({"chunks": n_chunk, "n_ctx": n_ctx, "tokens": sum.tokens, "loss": loss, "perplexity": ppl});
+            println!("{out}");
+        } else {
+            println!(
+                "chunks     {n_chunk} x {n_ctx}\ntokens     {}\nloss       {loss:.6}\nperplexity {ppl:.4}",
                 sum.tokens
             );
         }

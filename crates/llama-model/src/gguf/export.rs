@@ -1,13 +1,14 @@
 //! A [`Llama`] and its tokenizer as a llama.cpp GGUF file: `llama.*` hyper-parameters,
 //! `tokenizer.ggml.*` (from a GGUF's own metadata or a Hugging Face `tokenizer.json`), the chat
 //! template, and the weights under llama.cpp's names with its Q/K row order, matrices encoded as
-//! F16/BF16/Q8_0/Q4_0/Q4_1 and norms as F32.
+//! F16/BF16/Q8_0/Q4_0/Q4_1 or llama.cpp's K-quant mixes, and norms as F32.
 
 use std::path::Path;
 
 use serde_json::Value;
 
 use super::dequant::GgmlType;
+use super::ftype::{FileType, MixModel, llama_cpp_tensor_types};
 use super::names::{hf_to_gguf, permute_rows, rope_heads};
 use super::quantize::quantize;
 use super::reader::{GgufFile, MetaValue};
@@ -207,42 +208,26 @@ pub fn tokenizer_metadata_from_hf(dir: &Path) -> Result<Vec<(String, MetaValue)>
     Ok(meta)
 }
 
-/// llama.cpp's `general.file_type` for a file whose matrices are `ty`.
-fn file_type(ty: GgmlType) -> u32 {
-    match ty {
-        GgmlType::F32 => 0,
-        GgmlType::F16 => 1,
-        GgmlType::Q4_0 => 2,
-        GgmlType::Q4_1 => 3,
-        GgmlType::Q8_0 => 7,
-        GgmlType::BF16 => 32,
-        _ => 0,
-    }
-}
-
-/// Writes `model` to `out` as GGUF with matrices in `ty` (F32, F16, BF16, Q8_0, Q4_0 or Q4_1;
-/// matrices whose rows are not a whole number of blocks fall back to F16, as llama.cpp's
-/// quantizer does) and `tokenizer` metadata (see [`tokenizer_metadata_from_gguf`] and
-/// [`tokenizer_metadata_from_hf`]).
+/// Writes `model` to `out` as GGUF of file type `ftype` and `tokenizer` metadata (see
+/// [`tokenizer_metadata_from_gguf`] and [`tokenizer_metadata_from_hf`]). F32, F16, BF16, Q8_0,
+/// Q4_0 and Q4_1 encode every matrix in that type (F16 where a row is not a whole number of
+/// blocks); the K-quant types (Q4_K_M, Q5_K_M, Q6_K, Q4_K_S, Q5_K_S) choose each matrix's type
+/// as `llama-quantize` does ([`llama_cpp_tensor_types`]). Norms are F32.
 pub fn export_gguf<B: QuantBackend>(
     model: &Llama<B>,
     tokenizer: Vec<(String, MetaValue)>,
     name: &str,
-    ty: GgmlType,
+    ftype: FileType,
     out: &Path,
 ) -> Result<()> {
     let c = model.config();
-    if quantize(ty, &[0.0; 32]).is_err() {
-        return Err(Error::InvalidArgument(format!(
-            "GGUF type {ty:?} is not written (choose F32, F16, BF16, Q8_0, Q4_0 or Q4_1)"
-        )));
-    }
+    let ty = ftype.default_type();
     let mut w = GgufWriter::new();
     let u = |v: usize| MetaValue::U32(v as u32);
     let general = [
         ("general.architecture", MetaValue::String("llama".into())),
         ("general.name", MetaValue::String(name.into())),
-        ("general.file_type", MetaValue::U32(file_type(ty))),
+        ("general.file_type", MetaValue::U32(ftype.id())),
         ("general.quantization_version", MetaValue::U32(2)),
         ("llama.context_length", u(c.max_position_embeddings)),
         ("llama.embedding_length", u(c.hidden_size)),
@@ -273,24 +258,36 @@ pub fn export_gguf<B: QuantBackend>(
         w.add_tensor("rope_freqs.weight", &[f.len()], GgmlType::F32);
     }
     let skip = rope.is_some() as usize;
-    let mut plan = Vec::with_capacity(tensors.len());
+    let mut named = Vec::with_capacity(tensors.len());
     for (key, t) in &tensors {
+        if let NamedTensor::Quant(_) = t {
+            return Err(Error::InvalidArgument(format!(
+                "`{key}` is quantized (bitsandbytes); load the float model to export it"
+            )));
+        }
         let gname = hf_to_gguf(key).ok_or_else(|| {
             Error::InvalidArgument(format!("tensor `{key}` has no llama.cpp name"))
         })?;
-        let shape = t.shape();
-        let tty = match t {
-            NamedTensor::D1(_) => GgmlType::F32,
-            NamedTensor::D2(_) if shape[1] % ty.block().0 == 0 => ty,
-            NamedTensor::D2(_) => GgmlType::F16,
-            NamedTensor::Quant(_) => {
-                return Err(Error::InvalidArgument(format!(
-                    "`{key}` is quantized (bitsandbytes); load the float model to export it"
-                )));
-            }
+        named.push((gname, t.shape()));
+    }
+    let mix = ftype.is_k_mix().then(|| {
+        let m = MixModel {
+            n_layer: c.num_hidden_layers,
+            n_head: c.num_attention_heads,
+            n_head_kv: c.num_key_value_heads,
         };
-        w.add_tensor(&gname, &shape, tty);
-        plan.push((key.clone(), shape, tty));
+        llama_cpp_tensor_types(ftype, m, &named)
+    });
+    let mut plan = Vec::with_capacity(tensors.len());
+    for (i, ((key, _), (gname, shape))) in tensors.iter().zip(&named).enumerate() {
+        let tty = match (&mix, shape.len()) {
+            (_, 1) => GgmlType::F32,
+            (Some(types), _) => types[i].unwrap_or(GgmlType::F32),
+            (None, _) if shape[1] % ty.block().0 == 0 => ty,
+            (None, _) => GgmlType::F16,
+        };
+        w.add_tensor(gname, shape, tty);
+        plan.push((key.clone(), shape.clone(), tty));
     }
     let (heads, kv) = (c.num_attention_heads, c.num_key_value_heads);
     w.write(out, |i| {

@@ -1,10 +1,12 @@
 //! f32 -> ggml encodings for the writer: F32, F16, BF16 and llama.cpp's reference quantizers
 //! for Q8_0, Q4_0 and Q4_1 (`quantize_row_*_ref`, which gguf-py's `gguf.quants.quantize`
-//! reproduces: the tests compare bytes with it).
+//! reproduces: the tests compare bytes with it), Q5_0, Q5_1, Q4_K, Q5_K and Q6_K (see
+//! [`super::kquants`]; compared with bytes from llama.cpp's own build).
 
 use half::{bf16, f16};
 
 use super::dequant::GgmlType;
+use super::kquants;
 
 /// Encodes `values` (a whole number of blocks) as `ty`; `Err` for types the writer does not
 /// produce or a length that is not a multiple of the block size.
@@ -30,9 +32,25 @@ pub fn quantize(ty: GgmlType, values: &[f32]) -> std::result::Result<Vec<u8>, St
         GgmlType::Q8_0 => values.chunks_exact(32).for_each(|b| q8_0(b, &mut out)),
         GgmlType::Q4_0 => values.chunks_exact(32).for_each(|b| q4_0(b, &mut out)),
         GgmlType::Q4_1 => values.chunks_exact(32).for_each(|b| q4_1(b, &mut out)),
+        GgmlType::Q5_0 => values
+            .chunks_exact(32)
+            .for_each(|b| kquants::q5_0(b, &mut out)),
+        GgmlType::Q5_1 => values
+            .chunks_exact(32)
+            .for_each(|b| kquants::q5_1(b, &mut out)),
+        GgmlType::Q4_K => values
+            .chunks_exact(256)
+            .for_each(|b| kquants::q4_k(b, &mut out)),
+        GgmlType::Q5_K => values
+            .chunks_exact(256)
+            .for_each(|b| kquants::q5_k(b, &mut out)),
+        GgmlType::Q6_K => values
+            .chunks_exact(256)
+            .for_each(|b| kquants::q6_k(b, &mut out)),
         other => {
             return Err(format!(
-                "the writer does not encode {other:?} (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)"
+                "the writer does not encode {other:?} (supported: F32, F16, BF16, Q8_0, Q4_0, \
+                 Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K)"
             ));
         }
     }
