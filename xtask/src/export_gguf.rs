@@ -37,7 +37,7 @@ pub struct Args {
 
 fn parse_type(s: &str) -> Result<FileType> {
     s.parse::<FileType>()
-        .map_err(|e| anyhow::anyhow!("--type: {e}"))
+        .map_err(|e| anyhow::anyhow!("--type {s}: {e}"))
 }
 
 /// Runs the command on the CPU.

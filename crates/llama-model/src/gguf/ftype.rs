@@ -103,12 +103,10 @@ impl FromStr for FileType {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let l = s.to_ascii_lowercase();
-        ALL.iter().find(|a| a.1 == l).map(|a| a.0).ok_or_else(|| {
-            format!(
-                "unknown GGUF type `{s}` (expected one of {})",
-                Self::names()
-            )
-        })
+        ALL.iter()
+            .find(|a| a.1 == l)
+            .map(|a| a.0)
+            .ok_or_else(|| format!("unknown GGUF file type (expected one of {})", Self::names()))
     }
 }
 
