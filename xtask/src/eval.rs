@@ -83,6 +83,11 @@ impl Job for Args {
         if let Some(n_ctx) = self.llama_cpp_ctx {
             return self.run_llama_cpp::<B>(n_ctx, device);
         }
+        if let Some(n @ 0..=1) = self.max_seq_len {
+            anyhow::bail!(
+                "--max-seq-len {n}: expected at least 2 (a token and the next one it predicts)"
+            );
+        }
         let docs = read_documents(&self.data)?;
         let source = model_source(self.model.as_deref())?;
         let tokenizer = source.tokenizer()?;

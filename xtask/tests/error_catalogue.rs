@@ -266,6 +266,21 @@ const CASES: &[Case] = &[
         setup: |_| generate(&["--prompt", &"word ".repeat(400)]),
         expect: &["max_position_embeddings"],
     },
+    Case {
+        name: "eval with rows too short to predict anything",
+        setup: |_| {
+            args(&[
+                "eval",
+                "--model",
+                &s(&fixture_model()),
+                "--data",
+                &eval_text(),
+                "--max-seq-len",
+                "1",
+            ])
+        },
+        expect: &["--max-seq-len 1", "at least 2"],
+    },
     // Adapters.
     Case {
         name: "adapter directory missing",
