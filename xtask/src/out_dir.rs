@@ -15,24 +15,6 @@ pub struct OutDir {
     committed: bool,
 }
 
-/// `dir/.name.suffix-PID`: a sibling of `target` (same file system, so renames are atomic).
-fn sibling(target: &Path, suffix: &str) -> Result<PathBuf> {
-    let name = target
-        .file_name()
-        .with_context(|| {
-            format!(
-                "--out {}: expected a directory or file name",
-                target.display()
-            )
-        })?
-        .to_string_lossy();
-    let parent = match target.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    Ok(parent.join(format!(".{name}.{suffix}-{}", std::process::id())))
-}
-
 /// Refuses `target` when it holds something and `overwrite` is off.
 fn check_target(target: &Path, overwrite: bool, is_dir: bool) -> Result<()> {
     let Ok(meta) = std::fs::symlink_metadata(target) else {
@@ -81,7 +63,10 @@ impl OutDir {
     /// creates the temporary sibling the caller writes into ([`OutDir::path`]).
     pub fn begin(target: &Path, overwrite: bool) -> Result<Self> {
         check_target(target, overwrite, true)?;
-        let tmp = sibling(target, "tmp")?;
+        if target.file_name().is_none() {
+            bail!("--out {}: expected a directory name", target.display());
+        }
+        let tmp = trainer::files::aside(target, "tmp");
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
         Ok(Self {
@@ -102,27 +87,11 @@ impl OutDir {
             .map_or_else(|_| file.to_path_buf(), |rel| self.target.join(rel))
     }
 
-    /// Replaces `target` with the finished directory: the old one (if any) is moved aside, the
-    /// new one renamed in, then the old one removed.
+    /// Replaces `target` with the finished directory (flushed, the old one moved aside, the new
+    /// one renamed in, the old one removed: `trainer::files::replace_dir`, as checkpoints are).
     pub fn commit(mut self) -> Result<PathBuf> {
-        let old = sibling(&self.target, "old")?;
-        let had_old = self.target.exists();
-        if had_old {
-            let _ = std::fs::remove_dir_all(&old);
-            std::fs::rename(&self.target, &old)
-                .with_context(|| format!("moving the old {} aside", self.target.display()))?;
-        }
-        if let Err(e) = std::fs::rename(&self.tmp, &self.target) {
-            if had_old {
-                let _ = std::fs::rename(&old, &self.target);
-            }
-            return Err(e).with_context(|| format!("renaming into {}", self.target.display()));
-        }
+        trainer::files::replace_dir(&self.tmp, &self.target)?;
         self.committed = true;
-        if had_old {
-            std::fs::remove_dir_all(&old)
-                .with_context(|| format!("removing the replaced {}", old.display()))?;
-        }
         Ok(self.target.clone())
     }
 }
