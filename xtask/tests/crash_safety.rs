@@ -1,9 +1,10 @@
 //! Crash safety of `cargo xtask train`, on the tiny fixture model with a checkpoint every step:
 //!
-//! - `kill -9` at seeded pseudo-random moments, several times: after each kill the newest
-//!   checkpoint loads (adapter and optimizer state), the next start removes the `.checkpoint-N.tmp`
-//!   a kill during a save left (and says so), and the killed-and-resumed run ends with the
-//!   uninterrupted run's losses and adapter, bit for bit.
+//! - `kill -9` at seeded pseudo-random moments, 40 times: after each kill every `checkpoint-N`
+//!   loads (trainer state, adapter and optimizer state), the next start removes the
+//!   `.checkpoint-N.tmp` / `.checkpoint-N.del` a kill during a save or a prune left (and says so),
+//!   and the killed-and-resumed run ends with the uninterrupted run's losses and adapter, bit for
+//!   bit.
 //! - A full disk while saving (a file-size limit, `ulimit -f`, with `SIGXFSZ` ignored so writes
 //!   fail with `EFBIG`): one error naming the file being written, the previous checkpoint intact
 //!   and loadable, no temporary left, and the run resumes from it.
@@ -91,14 +92,17 @@ fn spawn(args: &[String], log: &Path) -> std::process::Child {
         .unwrap()
 }
 
-/// `checkpoint-N` steps in `run`, and the names of its temporaries (`.NAME.tmp` / `.NAME.old`).
+/// `checkpoint-N` steps in `run`, and the names of its temporaries (`.NAME.tmp` / `.NAME.old` /
+/// `.NAME.del`).
 fn contents(run: &Path) -> (Vec<u64>, Vec<String>) {
     let (mut steps, mut junk) = (Vec::new(), Vec::new());
     for e in std::fs::read_dir(run).into_iter().flatten().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if let Some(n) = name.strip_prefix("checkpoint-") {
             steps.push(n.parse().unwrap());
-        } else if name.starts_with('.') && (name.ends_with(".tmp") || name.ends_with(".old")) {
+        } else if name.starts_with('.')
+            && (name.ends_with(".tmp") || name.ends_with(".old") || name.ends_with(".del"))
+        {
             junk.push(name);
         }
     }
@@ -107,22 +111,34 @@ fn contents(run: &Path) -> (Vec<u64>, Vec<String>) {
     (steps, junk)
 }
 
-/// The newest checkpoint loads the way a resume reads it: trainer state, PEFT adapter, optimizer.
-fn check_newest_loads(run: &Path) -> u64 {
+/// Every `checkpoint-N` directory of `run` is complete and loads the way a resume reads it
+/// (trainer state, PEFT adapter, optimizer), not only the one `--resume` would pick (which skips
+/// a directory without `trainer_state.json`): a save that wrote into `checkpoint-N` directly
+/// would leave a partial one after a kill. Returns the newest step.
+fn check_all_load(run: &Path) -> u64 {
+    let (steps, _) = contents(run);
+    for &step in &steps {
+        let dir = run.join(format!("checkpoint-{step}"));
+        let state: trainer::checkpoint::TrainerState =
+            trainer::files::read_json(&dir.join("trainer_state.json"))
+                .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        assert_eq!(state.step, step, "{}", dir.display());
+        let (config, weights) =
+            peft::read_adapter(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        assert_eq!(config.r, 4);
+        assert!(
+            !weights.modules().is_empty(),
+            "{}: empty adapter",
+            dir.display()
+        );
+        let mut opt = trainer::AdamW::<burn_flex::Flex>::new(Default::default());
+        opt.load(&dir.join("optimizer.safetensors"), &Default::default())
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    }
     let (dir, state) = trainer::checkpoint::newest(run).unwrap();
-    let (config, weights) = peft::read_adapter(&dir).unwrap();
-    assert_eq!(config.r, 4);
-    assert!(
-        !weights.modules().is_empty(),
-        "{}: empty adapter",
-        dir.display()
-    );
-    let mut opt = trainer::AdamW::<burn_flex::Flex>::new(Default::default());
-    opt.load(&dir.join("optimizer.safetensors"), &Default::default())
-        .unwrap();
     assert_eq!(
         dir.file_name().unwrap().to_string_lossy(),
-        format!("checkpoint-{}", state.step)
+        format!("checkpoint-{}", steps.last().unwrap())
     );
     state.step
 }
@@ -153,8 +169,8 @@ impl Rng {
 
 #[test]
 fn sigkill_at_random_moments_then_resume_reproduces_the_run() {
-    const STEPS: u64 = 30;
-    const KILLS: usize = 10;
+    const STEPS: u64 = 150;
+    const KILLS: usize = 40;
     let dir = scratch("kill");
 
     // The uninterrupted run, timed: the kills land anywhere in a run's life.
@@ -189,10 +205,12 @@ fn sigkill_at_random_moments_then_resume_reproduces_the_run() {
         let log_path = dir.join(format!("parts-{attempt}.log"));
         let mut child = spawn(&args, &log_path);
         // A random moment: before the first step (loading), or after the line of one of the
-        // next three steps plus a random part of a step (inside a save, or the next step).
+        // next three steps plus a random part of a step: half of the time within its first
+        // tenth, where the save that follows the step's line runs (a save of the tiny
+        // model takes a few milliseconds of a ~20 ms step), else anywhere in it.
         let u = rng.next_f64();
         if u < 0.2 {
-            std::thread::sleep(full_time.mul_f64(u));
+            std::thread::sleep(step_time.mul_f64(10.0 * u));
         } else {
             let target = from + 1 + (3.0 * rng.next_f64()) as u64;
             let line = format!("step {}/{STEPS} ", target.min(STEPS - 1));
@@ -203,7 +221,8 @@ fn sigkill_at_random_moments_then_resume_reproduces_the_run() {
             {
                 std::thread::sleep(Duration::from_millis(1));
             }
-            std::thread::sleep(step_time.mul_f64(rng.next_f64()));
+            let part = if rng.next_f64() < 0.5 { 0.1 } else { 1.0 };
+            std::thread::sleep(step_time.mul_f64(part * rng.next_f64()));
         }
         let status = child.try_wait().unwrap();
         child.kill().unwrap();
@@ -235,7 +254,7 @@ fn sigkill_at_random_moments_then_resume_reproduces_the_run() {
             before_first += 1;
             continue;
         }
-        resumed_from.push(check_newest_loads(&run));
+        resumed_from.push(check_all_load(&run));
     }
 
     // The last start runs to the end.
@@ -270,7 +289,7 @@ fn sigkill_at_random_moments_then_resume_reproduces_the_run() {
     }
     assert_eq!(kills, KILLS, "every kill landed before the run's end");
     eprintln!(
-        "{kills} kills (SIGKILL) of a {:.2} s run; newest checkpoint after each: {resumed_from:?}; {during_save} left a .checkpoint-N.tmp (killed during a save), {before_first} came before the first checkpoint",
+        "{kills} kills (SIGKILL) of a {:.2} s run; newest checkpoint after each: {resumed_from:?}; {during_save} left a .checkpoint-N.tmp or .del (killed during a save or a prune), {before_first} came before the first checkpoint",
         full_time.as_secs_f64()
     );
     std::fs::remove_dir_all(&dir).unwrap();
@@ -337,7 +356,7 @@ fn a_full_disk_while_saving_keeps_the_previous_checkpoint() {
     // The previous checkpoint is intact and loads; no temporary was left.
     assert_eq!(contents(&run), (vec![1, 2], vec![]));
     assert_eq!(std::fs::read(&adapter).unwrap(), before);
-    assert_eq!(check_newest_loads(&run), 2);
+    assert_eq!(check_all_load(&run), 2);
     // Without the limit the run resumes from it and finishes.
     let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
         .args(resume("4"))

@@ -92,7 +92,7 @@ pub fn save_checkpoint(
     let all = checkpoints(run_dir);
     if all.len() > keep.max(1) {
         for (_, old) in &all[..all.len() - keep.max(1)] {
-            std::fs::remove_dir_all(old).map_err(|e| Error::io(old, e))?;
+            crate::files::remove_dir(old)?;
         }
     }
     Ok(dir)

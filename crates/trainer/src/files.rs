@@ -95,12 +95,26 @@ pub fn aside(path: &Path, suffix: &str) -> PathBuf {
     path.with_file_name(format!(".{name}.{suffix}"))
 }
 
+/// Removes the directory `path` so that no crash leaves it half-deleted under its own name: it
+/// is renamed to `.{name}.del` first (one atomic step, flushed), then deleted; [`clean_stale`]
+/// finishes a deletion that a crash interrupted. (A checkpoint pruned with a plain
+/// `remove_dir_all` and killed midway kept `trainer_state.json` but not its adapter: a directory
+/// that looks like a checkpoint and does not load.)
+pub fn remove_dir(path: &Path) -> Result<()> {
+    let doomed = aside(path, "del");
+    std::fs::rename(path, &doomed).map_err(|e| Error::io(path, e))?;
+    sync_dir(parent(path))?;
+    std::fs::remove_dir_all(&doomed).map_err(|e| Error::io(&doomed, e))
+}
+
 /// What [`clean_stale`] did to one leftover.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Leftover {
     /// A temporary file or directory of an interrupted save (`.checkpoint-7.tmp`,
     /// `.metrics.jsonl.tmp`), removed.
     Removed(PathBuf),
+    /// A directory whose deletion ([`remove_dir`]) was interrupted, removed.
+    Deleted(PathBuf),
     /// A complete directory moved aside by an interrupted [`replace_dir`] whose replacement never
     /// arrived, renamed back to this path.
     Restored(PathBuf),
@@ -114,6 +128,9 @@ impl std::fmt::Display for Leftover {
                 "removed {} (left by a save that was interrupted)",
                 p.display()
             ),
+            Leftover::Deleted(p) => {
+                write!(f, "removed {} (its deletion was interrupted)", p.display())
+            }
             Leftover::Restored(p) => write!(
                 f,
                 "restored {} (moved aside by a save that was interrupted)",
@@ -123,8 +140,8 @@ impl std::fmt::Display for Leftover {
     }
 }
 
-/// Cleans what a crash during a save leaves in `dir`: every `.NAME.tmp` file or directory is
-/// removed; a `.NAME.old` directory is renamed back to `NAME` when `NAME` is missing (its
+/// Cleans what a crash during a save leaves in `dir`: every `.NAME.tmp` file or directory and
+/// every `.NAME.del` directory is removed; a `.NAME.old` directory is renamed back to `NAME` when `NAME` is missing (its
 /// replacement never arrived) and removed otherwise. Returns what it did, for the log.
 pub fn clean_stale(dir: &Path) -> Result<Vec<Leftover>> {
     let mut done = Vec::new();
@@ -146,6 +163,9 @@ pub fn clean_stale(dir: &Path) -> Result<Vec<Leftover>> {
         if stem.strip_suffix(".tmp").is_some_and(|s| !s.is_empty()) {
             remove_any(&path)?;
             done.push(Leftover::Removed(path));
+        } else if stem.strip_suffix(".del").is_some_and(|s| !s.is_empty()) {
+            remove_any(&path)?;
+            done.push(Leftover::Deleted(path));
         } else if let Some(orig) = stem.strip_suffix(".old").filter(|s| !s.is_empty()) {
             let orig = dir.join(orig);
             if orig.exists() {
@@ -224,6 +244,7 @@ mod tests {
             "checkpoint-5",
             ".checkpoint-5.old",
             ".adapter.old",
+            ".checkpoint-2.del",
         ] {
             std::fs::create_dir_all(dir.join(d)).unwrap();
             std::fs::write(dir.join(d).join("f"), d).unwrap();
@@ -236,6 +257,7 @@ mod tests {
             done,
             vec![
                 Leftover::Restored(dir.join("adapter")),
+                Leftover::Deleted(dir.join(".checkpoint-2.del")),
                 Leftover::Removed(dir.join(".checkpoint-5.old")),
                 Leftover::Removed(dir.join(".checkpoint-7.tmp")),
                 Leftover::Removed(dir.join(".metrics.jsonl.tmp")),
