@@ -117,9 +117,7 @@ pub fn dispatch_train<J: TrainJob>(job: J) -> Result<J::Output> {
         #[cfg(not(feature = "cuda"))]
         Device::Cuda(_) => unreachable!("check_device refuses cuda without the feature"),
         #[cfg(feature = "wgpu")]
-        Device::Wgpu(index) => {
-            job.run::<Autodiff<burn_wgpu::Wgpu<f32, i32>>>(wgpu_device(index)?)
-        }
+        Device::Wgpu(index) => job.run::<Autodiff<burn_wgpu::Wgpu<f32, i32>>>(wgpu_device(index)?),
         #[cfg(not(feature = "wgpu"))]
         Device::Wgpu(_) => unreachable!("check_device refuses wgpu without the feature"),
     }

@@ -7,6 +7,7 @@ mod bench_train;
 mod convert;
 mod data;
 mod default_model;
+mod devices;
 mod estimate;
 mod eval;
 mod export_gguf;
@@ -18,7 +19,6 @@ mod out_dir;
 mod quantize;
 mod random_model;
 mod train;
-mod devices;
 
 use clap::{Parser, Subcommand};
 

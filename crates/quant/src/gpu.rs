@@ -13,8 +13,8 @@ pub use burn_wgpu::WgpuDevice;
 
 /// burn's wgpu backend as every command and test uses it: f32 floats, i32 ints, with fusion.
 pub type Wgpu = burn_wgpu::Wgpu<f32, i32>;
-pub use cubecl::ir::FloatKind;
 use cubecl::features::TypeUsage;
+pub use cubecl::ir::FloatKind;
 use cubecl::ir::{ElemType, StorageType, UIntKind};
 use cubecl::prelude::Runtime;
 
@@ -124,7 +124,10 @@ pub fn device(index: Option<usize>) -> Result<WgpuDevice, String> {
                     adapter.name, adapter.backend
                 ));
             }
-            (adapter.device.clone(), format!("wgpu:{n} ({})", adapter.name))
+            (
+                adapter.device.clone(),
+                format!("wgpu:{n} ({})", adapter.name),
+            )
         }
     };
     let client = std::panic::catch_unwind(|| burn_wgpu::WgpuRuntime::client(&device))

@@ -150,10 +150,7 @@ fn check_quant_linear_trains<G: AutodiffBackend + QuantBackend>(device: G::Devic
         g_gpu.assert_approx_eq::<f32>(&g_cpu, tol);
     }
     let q8 = int8_vectorwise_quant(&w, out, inp, 0.0).unwrap();
-    let (y_gpu, g_gpu) = run::<G>(
-        |d| QuantWeight::from_int8(&q8, 6.0, d).unwrap(),
-        &device,
-    );
+    let (y_gpu, g_gpu) = run::<G>(|d| QuantWeight::from_int8(&q8, 6.0, d).unwrap(), &device);
     let (y_cpu, g_cpu) = run::<Autodiff<Flex>>(
         |d| QuantWeight::from_int8(&q8, 6.0, d).unwrap(),
         &Default::default(),
@@ -241,7 +238,10 @@ fn the_wgpu_adapter_is_a_vulkan_device() {
     let all = quant::gpu::adapters();
     assert!(!all.is_empty());
     for a in &all {
-        eprintln!("wgpu adapter {}: {} ({}, {}, driver {})", a.index, a.name, a.kind, a.backend, a.driver);
+        eprintln!(
+            "wgpu adapter {}: {} ({}, {}, driver {})",
+            a.index, a.name, a.kind, a.backend, a.driver
+        );
     }
     #[cfg(not(target_os = "macos"))]
     assert!(all.iter().all(|a| a.backend == "Vulkan"), "{all:?}");

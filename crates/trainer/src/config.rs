@@ -560,7 +560,10 @@ mod tests {
             ("wgpu", Device::Wgpu(None)),
             ("wgpu:2", Device::Wgpu(Some(2))),
         ] {
-            assert_eq!(parse(&format!("device = \"{text}\"\n")).unwrap().device, device);
+            assert_eq!(
+                parse(&format!("device = \"{text}\"\n")).unwrap().device,
+                device
+            );
             assert_eq!(device.to_string(), text);
         }
         let e = parse("device = \"wgpu:x\"\n").unwrap_err().to_string();
