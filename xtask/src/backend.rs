@@ -1,8 +1,10 @@
 //! Backend selection, in this one place for every command: `--device cpu` (burn-flex, the faster
-//! CPU backend: see docs/benchmarks.md), `--device ndarray` (burn-ndarray) or `--device cuda` /
+//! CPU backend: see docs/benchmarks.md), `--device ndarray` (burn-ndarray), `--device cuda` /
 //! `cuda:N` (burn-cuda, behind the `cuda` cargo feature; the NVIDIA driver library is checked
-//! before burn-cuda would panic without one). The device type is `trainer::Device`, the same one
-//! `train.toml` and `--set device=...` use.
+//! before burn-cuda would panic without one) or `--device wgpu` / `wgpu:N` (burn-wgpu: Vulkan,
+//! Metal on macOS; behind the `wgpu` cargo feature; the adapter and its 8-bit storage are checked
+//! first, see `quant::gpu`). The device type is `trainer::Device`, the same one `train.toml` and
+//! `--set device=...` use.
 
 use anyhow::Result;
 use burn::tensor::backend::AutodiffBackend;
@@ -34,9 +36,29 @@ pub trait TrainJob {
         B::InnerBackend: QuantBackend;
 }
 
+/// The wgpu device of `--device wgpu[:N]`, checked (one line when it cannot run here).
+#[cfg(feature = "wgpu")]
+fn wgpu_device(index: Option<usize>) -> Result<burn_wgpu::WgpuDevice> {
+    quant::gpu::device(index).map_err(|e| anyhow::anyhow!(e))
+}
+
+/// What `--device wgpu` says in a binary built without the feature.
+pub const NO_WGPU: &str = "this binary was built without wgpu; build it with `cargo run --release -p xtask --features wgpu -- ...` (Linux also needs a Vulkan driver: `apt-get install libvulkan1 mesa-vulkan-drivers` gives Mesa's lavapipe on the CPU)";
+
 /// One line telling the user why `device` cannot run here, or nothing when it can.
 pub fn check_device(device: Device) -> Result<()> {
     match device {
+        Device::Wgpu(index) => {
+            #[cfg(feature = "wgpu")]
+            {
+                wgpu_device(index).map(|_| ())
+            }
+            #[cfg(not(feature = "wgpu"))]
+            {
+                let _ = index;
+                anyhow::bail!("--device {device}: {NO_WGPU}")
+            }
+        }
         Device::Cpu | Device::Ndarray => Ok(()),
         Device::Cuda(_) => {
             #[cfg(feature = "cuda")]
@@ -71,6 +93,10 @@ pub fn dispatch<J: Job>(job: J) -> Result<J::Output> {
         }
         #[cfg(not(feature = "cuda"))]
         Device::Cuda(_) => unreachable!("check_device refuses cuda without the feature"),
+        #[cfg(feature = "wgpu")]
+        Device::Wgpu(index) => job.run::<burn_wgpu::Wgpu<f32, i32>>(wgpu_device(index)?),
+        #[cfg(not(feature = "wgpu"))]
+        Device::Wgpu(_) => unreachable!("check_device refuses wgpu without the feature"),
     }
 }
 
@@ -90,6 +116,10 @@ pub fn dispatch_train<J: TrainJob>(job: J) -> Result<J::Output> {
         }
         #[cfg(not(feature = "cuda"))]
         Device::Cuda(_) => unreachable!("check_device refuses cuda without the feature"),
+        #[cfg(feature = "wgpu")]
+        Device::Wgpu(index) => job.run::<Autodiff<burn_wgpu::Wgpu<f32, i32>>>(wgpu_device(index)?),
+        #[cfg(not(feature = "wgpu"))]
+        Device::Wgpu(_) => unreachable!("check_device refuses wgpu without the feature"),
     }
 }
 

@@ -7,6 +7,7 @@ mod bench_train;
 mod convert;
 mod data;
 mod default_model;
+mod devices;
 mod estimate;
 mod eval;
 mod export_gguf;
@@ -61,6 +62,8 @@ enum Command {
     Convert(convert::Args),
     /// Write a checkpoint (with an adapter merged in) as a llama.cpp GGUF file.
     ExportGguf(export_gguf::Args),
+    /// List the devices this binary can run on (CPU, CUDA GPUs, wgpu adapters) and their --device names.
+    Devices(devices::Args),
     /// Fuzz one parser with AFL++ for N minutes and print executions, corpus, crashes and hangs.
     Fuzz(fuzz::Args),
 }
@@ -70,6 +73,7 @@ fn main() {
     let result = match cli.command {
         Command::Train(args) => train::run(args),
         Command::Estimate(args) => estimate::run(args),
+        Command::Devices(args) => devices::run(args),
         Command::BenchTrain(args) => bench_train::run(args),
         Command::Generate(args) => backend::dispatch(args),
         Command::Eval(args) => backend::dispatch(args),

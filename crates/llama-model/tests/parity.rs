@@ -18,8 +18,9 @@ fn to_vec<B: quant::QuantBackend>(t: Tensor<B, 3>) -> Vec<f32> {
     t.into_data().iter::<f32>().collect()
 }
 
-/// Every check runs on both CPU backends: burn-ndarray and burn-flex.
-macro_rules! on_cpu_backends {
+/// Every check runs on both CPU backends, burn-ndarray and burn-flex, and with the `wgpu`
+/// feature on the wgpu device (Vulkan; lavapipe in CI) with the same tolerances.
+macro_rules! on_backends {
     ($($name:ident => $body:ident;)*) => {
         mod ndarray {
             $(#[test] fn $name() { super::$body::<burn_ndarray::NdArray<f32>>(); })*
@@ -27,10 +28,18 @@ macro_rules! on_cpu_backends {
         mod flex {
             $(#[test] fn $name() { super::$body::<burn_flex::Flex>(); })*
         }
+        #[cfg(feature = "wgpu")]
+        mod wgpu {
+            $(#[test] fn $name() {
+                if quant::gpu::test_device().is_some() {
+                    super::$body::<quant::gpu::Wgpu>();
+                }
+            })*
+        }
     };
 }
 
-on_cpu_backends! {
+on_backends! {
     logits_match_transformers => logits;
     padded_batch_matches_transformers_and_unpadded_rows => padded_batch;
     greedy_generation_matches_transformers => greedy_generation;

@@ -14,10 +14,12 @@ pub mod blockwise4;
 pub mod blockwise8;
 pub mod bnb;
 pub mod codebook;
-#[cfg(feature = "cuda")]
-mod cuda;
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+mod cube;
 pub mod dense;
 pub mod error;
+#[cfg(feature = "wgpu")]
+pub mod gpu;
 pub mod host;
 pub mod int8;
 pub mod layer;

@@ -48,7 +48,8 @@ pub enum OnNonFinite {
 }
 
 /// Where the run trains: `cpu` (burn-flex), `ndarray` (burn-ndarray), `cuda` (GPU 0) or
-/// `cuda:N`. Written and read as that string (TOML, `--device`, `--set device=...`).
+/// `cuda:N`, `wgpu` (wgpu's default adapter: Vulkan, or Metal on macOS) or `wgpu:N` (the N-th
+/// adapter `cargo xtask devices` lists). Written and read as that string (TOML, `--device`, `--set device=...`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub enum Device {
@@ -59,11 +60,13 @@ pub enum Device {
     Ndarray,
     /// NVIDIA GPU number N through burn-cuda (`cuda` is `cuda:0`).
     Cuda(usize),
+    /// A wgpu adapter through burn-wgpu: `None` for wgpu's default, `Some(n)` for the n-th.
+    Wgpu(Option<usize>),
 }
 
 impl Device {
     /// The accepted spellings, for error messages and help.
-    pub const CHOICES: &'static str = "cpu, ndarray, cuda or cuda:N";
+    pub const CHOICES: &'static str = "cpu, ndarray, cuda, cuda:N, wgpu or wgpu:N";
 }
 
 impl std::str::FromStr for Device {
@@ -73,11 +76,14 @@ impl std::str::FromStr for Device {
             "cpu" => Ok(Self::Cpu),
             "ndarray" => Ok(Self::Ndarray),
             "cuda" => Ok(Self::Cuda(0)),
-            other => other
-                .strip_prefix("cuda:")
-                .and_then(|n| n.parse().ok())
-                .map(Self::Cuda)
-                .ok_or_else(|| format!("unknown device `{other}`; expected {}", Self::CHOICES)),
+            "wgpu" => Ok(Self::Wgpu(None)),
+            other => {
+                let index = |prefix: &str| other.strip_prefix(prefix).and_then(|n| n.parse().ok());
+                index("cuda:")
+                    .map(Self::Cuda)
+                    .or_else(|| index("wgpu:").map(|n| Self::Wgpu(Some(n))))
+                    .ok_or_else(|| format!("unknown device `{other}`; expected {}", Self::CHOICES))
+            }
         }
     }
 }
@@ -89,6 +95,8 @@ impl std::fmt::Display for Device {
             Self::Ndarray => f.write_str("ndarray"),
             Self::Cuda(0) => f.write_str("cuda"),
             Self::Cuda(n) => write!(f, "cuda:{n}"),
+            Self::Wgpu(None) => f.write_str("wgpu"),
+            Self::Wgpu(Some(n)) => write!(f, "wgpu:{n}"),
         }
     }
 }
@@ -548,6 +556,18 @@ mod tests {
         // What older run directories saved still reads.
         let c = parse("device = \"cuda\"\nformat = \"\"\n").unwrap();
         assert_eq!((c.device, c.format), (Device::Cuda(0), DataFormat::Auto));
+        for (text, device) in [
+            ("wgpu", Device::Wgpu(None)),
+            ("wgpu:2", Device::Wgpu(Some(2))),
+        ] {
+            assert_eq!(
+                parse(&format!("device = \"{text}\"\n")).unwrap().device,
+                device
+            );
+            assert_eq!(device.to_string(), text);
+        }
+        let e = parse("device = \"wgpu:x\"\n").unwrap_err().to_string();
+        assert!(e.contains("wgpu:x") && e.contains("wgpu:N"), "{e}");
         // And what this one writes reads back the same.
         let c = TrainConfig {
             device: Device::Cuda(3),

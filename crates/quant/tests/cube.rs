@@ -1,28 +1,28 @@
-//! The CubeCL dequantization kernels on CUDA give the host reference's bits: 4-bit (NF4, FP4)
-//! with f32 or double-quantized absmax, and LLM.int8, on the fused `burn_cuda::Cuda`, the bare
-//! `CubeBackend` and under autodiff. Needs an NVIDIA GPU and its driver (`libcuda.so.1`): every
-//! test is `#[ignore]`d, so a plain `cargo test --features cuda` reports them as ignored rather
-//! than passing without a GPU; on a GPU machine run
-//! `cargo test -p quant --features cuda --test cuda -- --ignored`.
-#![cfg(feature = "cuda")]
+//! The CubeCL dequantization kernels give the host reference's bits on every cube runtime: 4-bit
+//! (NF4, FP4) with f32 or double-quantized absmax, and LLM.int8, on the fused backend, the bare
+//! `CubeBackend` and under autodiff; `QuantLinear` trains with the CPU's forward and gradients.
+//!
+//! - wgpu (`--features wgpu`): Vulkan through SPIR-V, run in CI on Mesa's lavapipe (a Vulkan
+//!   driver on the CPU). With `LLAMA_REQUIRE_GPU=1` (set by `.ci/run`) a machine without a Vulkan
+//!   adapter fails these tests; without it they print one line saying why and return.
+//! - CUDA (`--features cuda`): needs an NVIDIA GPU and its driver (`libcuda.so.1`): every test is
+//!   `#[ignore]`d, so a plain `cargo test --features cuda` reports them as ignored rather than
+//!   passing without a GPU; on a GPU machine run
+//!   `cargo test -p quant --features cuda --test cube -- --ignored`.
+#![cfg(any(feature = "cuda", feature = "wgpu"))]
 
 mod common;
 
 use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{IntDType, Tolerance};
 use burn_autodiff::Autodiff;
-use burn_cubecl::CubeBackend;
-use burn_cuda::{Cuda, CudaDevice};
 use burn_flex::Flex;
 use common::{bits, gaussian};
-use cubecl::cuda::CudaRuntime;
 use quant::{
     QuantBackend, QuantLinear, QuantType, QuantWeight, dequantize_4bit, int8_vectorwise_dequant,
     int8_vectorwise_quant, quantize_4bit,
 };
-
-/// CUDA without burn's fusion: the kernels launched directly.
-type CubeCuda = CubeBackend<CudaRuntime, f32, i32, u8>;
 
 fn tensor_bits<B: Backend>(t: Tensor<B, 2>) -> Vec<u32> {
     bits(&t.into_data().convert::<f32>().to_vec::<f32>().unwrap())
@@ -85,31 +85,9 @@ fn check_kernels<B: QuantBackend>(device: &B::Device) {
     }
 }
 
-#[test]
-#[ignore = "needs an NVIDIA GPU (libcuda); run with --ignored on a GPU machine"]
-fn kernels_are_bit_exact_on_fused_cuda() {
-    check_kernels::<Cuda<f32, i32>>(&CudaDevice::default());
-}
-
-#[test]
-#[ignore = "needs an NVIDIA GPU (libcuda); run with --ignored on a GPU machine"]
-fn kernels_are_bit_exact_on_cube_cuda() {
-    check_kernels::<CubeCuda>(&CudaDevice::default());
-}
-
-#[test]
-#[ignore = "needs an NVIDIA GPU (libcuda); run with --ignored on a GPU machine"]
-fn kernels_are_bit_exact_under_autodiff() {
-    check_kernels::<Autodiff<Cuda<f32, i32>>>(&CudaDevice::default());
-}
-
 /// A lazy chain around the custom fusion op: ops queued before it (building the inputs) and after
 /// it (consuming the output) run in order.
-#[test]
-#[ignore = "needs an NVIDIA GPU (libcuda); run with --ignored on a GPU machine"]
-fn dequantization_composes_with_fused_ops() {
-    type B = Cuda<f32, i32>;
-    let device = CudaDevice::default();
+fn check_composition<B: QuantBackend>(device: B::Device) {
     let (out, inp) = (96usize, 1000usize);
     let w = gaussian(out * inp, 3);
     let q = quantize_4bit(&w, QuantType::Nf4, 64, true).unwrap();
@@ -125,12 +103,10 @@ fn dequantization_composes_with_fused_ops() {
     assert_eq!(tensor_bits(dense), want);
 }
 
-/// `QuantLinear` under autodiff on CUDA: the forward and the input gradient match the same layer
-/// on the CPU (the matmuls differ in summation order, hence a tolerance).
-#[test]
-#[ignore = "needs an NVIDIA GPU (libcuda); run with --ignored on a GPU machine"]
-fn quant_linear_trains_on_cuda() {
-    fn run<B: burn::tensor::backend::AutodiffBackend + QuantBackend>(
+/// `QuantLinear` under autodiff: the forward and the input gradient match the same layer on the
+/// CPU (the matmuls differ in summation order, hence a tolerance).
+fn check_quant_linear_trains<G: AutodiffBackend + QuantBackend>(device: G::Device) {
+    fn run<B: AutodiffBackend + QuantBackend>(
         weight: impl Fn(&B::Device) -> QuantWeight<B>,
         device: &B::Device,
     ) -> (TensorData, TensorData) {
@@ -162,9 +138,9 @@ fn quant_linear_trains_on_cuda() {
         quantize_4bit(&w, QuantType::Nf4, 64, true).unwrap(),
         quantize_4bit(&w, QuantType::Fp4, 32, false).unwrap(),
     ] {
-        let (y_gpu, g_gpu) = run::<Autodiff<Cuda<f32, i32>>>(
+        let (y_gpu, g_gpu) = run::<G>(
             |d| QuantWeight::from_4bit(&q, out, inp, d).unwrap(),
-            &CudaDevice::default(),
+            &device,
         );
         let (y_cpu, g_cpu) = run::<Autodiff<Flex>>(
             |d| QuantWeight::from_4bit(&q, out, inp, d).unwrap(),
@@ -174,14 +150,99 @@ fn quant_linear_trains_on_cuda() {
         g_gpu.assert_approx_eq::<f32>(&g_cpu, tol);
     }
     let q8 = int8_vectorwise_quant(&w, out, inp, 0.0).unwrap();
-    let (y_gpu, g_gpu) = run::<Autodiff<Cuda<f32, i32>>>(
-        |d| QuantWeight::from_int8(&q8, 6.0, d).unwrap(),
-        &CudaDevice::default(),
-    );
+    let (y_gpu, g_gpu) = run::<G>(|d| QuantWeight::from_int8(&q8, 6.0, d).unwrap(), &device);
     let (y_cpu, g_cpu) = run::<Autodiff<Flex>>(
         |d| QuantWeight::from_int8(&q8, 6.0, d).unwrap(),
         &Default::default(),
     );
     y_gpu.assert_approx_eq::<f32>(&y_cpu, tol);
     g_gpu.assert_approx_eq::<f32>(&g_cpu, tol);
+}
+
+/// The tests of one cube runtime: `$fused` (burn's default, with fusion), `$bare` (`CubeBackend`
+/// alone), `$device()` the device or `None` (skip), `$ignore` the attributes of every test.
+macro_rules! cube_tests {
+    ($name:ident, $fused:ty, $bare:ty, $device:expr, $(#[$attr:meta])*) => {
+        mod $name {
+            use super::*;
+
+            $(#[$attr])*
+            #[test]
+            fn kernels_are_bit_exact_on_the_fused_backend() {
+                if let Some(d) = $device {
+                    check_kernels::<$fused>(&d);
+                }
+            }
+
+            $(#[$attr])*
+            #[test]
+            fn kernels_are_bit_exact_on_the_bare_cube_backend() {
+                if let Some(d) = $device {
+                    check_kernels::<$bare>(&d);
+                }
+            }
+
+            $(#[$attr])*
+            #[test]
+            fn kernels_are_bit_exact_under_autodiff() {
+                if let Some(d) = $device {
+                    check_kernels::<Autodiff<$fused>>(&d);
+                }
+            }
+
+            /// A lazy chain around the custom fusion op: ops queued before it (building the
+            /// inputs) and after it (consuming the output) run in order.
+            $(#[$attr])*
+            #[test]
+            fn dequantization_composes_with_fused_ops() {
+                if let Some(d) = $device {
+                    check_composition::<$fused>(d);
+                }
+            }
+
+            $(#[$attr])*
+            #[test]
+            fn quant_linear_trains_like_on_the_cpu() {
+                if let Some(d) = $device {
+                    check_quant_linear_trains::<Autodiff<$fused>>(d);
+                }
+            }
+        }
+    };
+}
+
+#[cfg(feature = "cuda")]
+cube_tests!(
+    cuda,
+    burn_cuda::Cuda<f32, i32>,
+    burn_cubecl::CubeBackend<cubecl::cuda::CudaRuntime, f32, i32, u8>,
+    Some(burn_cuda::CudaDevice::default()),
+    #[ignore = "needs an NVIDIA GPU (libcuda); run with --ignored on a GPU machine"]
+);
+
+#[cfg(feature = "wgpu")]
+cube_tests!(
+    wgpu,
+    burn_wgpu::Wgpu<f32, i32>,
+    burn_wgpu::CubeBackend<burn_wgpu::WgpuRuntime, f32, i32, u32>,
+    quant::gpu::test_device(),
+);
+
+/// The adapter the wgpu tests run on is a Vulkan device (lavapipe in CI), named.
+#[cfg(feature = "wgpu")]
+#[test]
+fn the_wgpu_adapter_is_a_vulkan_device() {
+    if quant::gpu::test_device().is_none() {
+        return;
+    }
+    let all = quant::gpu::adapters();
+    assert!(!all.is_empty());
+    for a in &all {
+        eprintln!(
+            "wgpu adapter {}: {} ({}, {}, driver {})",
+            a.index, a.name, a.kind, a.backend, a.driver
+        );
+    }
+    #[cfg(not(target_os = "macos"))]
+    assert!(all.iter().all(|a| a.backend == "Vulkan"), "{all:?}");
 }
