@@ -43,15 +43,19 @@ fn wgpu_device(index: Option<usize>) -> Result<burn_wgpu::WgpuDevice> {
 }
 
 /// What `--device wgpu` says in a binary built without the feature.
+#[cfg(not(feature = "wgpu"))]
 pub const NO_WGPU: &str = "this binary was built without wgpu; build it with `cargo run --release -p xtask --features wgpu -- ...` (Linux also needs a Vulkan driver: `apt-get install libvulkan1 mesa-vulkan-drivers` gives Mesa's lavapipe on the CPU)";
 
 /// One line telling the user why `device` cannot run here, or nothing when it can.
 pub fn check_device(device: Device) -> Result<()> {
     match device {
         Device::Wgpu(index) => {
+            // Checked where `dispatch` resolves the adapter (`wgpu_device`): resolving it starts
+            // burn's runtime on it, which is done once.
             #[cfg(feature = "wgpu")]
             {
-                wgpu_device(index).map(|_| ())
+                let _ = index;
+                Ok(())
             }
             #[cfg(not(feature = "wgpu"))]
             {

@@ -10,13 +10,13 @@
 //! `shaderInt8`) on the device, checked once its compute client exists.
 
 pub use burn_wgpu::WgpuDevice;
-
-/// burn's wgpu backend as every command and test uses it: f32 floats, i32 ints, with fusion.
-pub type Wgpu = burn_wgpu::Wgpu<f32, i32>;
 use cubecl::features::TypeUsage;
 pub use cubecl::ir::FloatKind;
 use cubecl::ir::{ElemType, StorageType, UIntKind};
 use cubecl::prelude::Runtime;
+
+/// burn's wgpu backend as every command and test uses it: f32 floats, i32 ints, with fusion.
+pub type Wgpu = burn_wgpu::Wgpu<f32, i32>;
 
 /// One wgpu adapter, as [`adapters`] lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,8 +154,9 @@ pub fn supports_float(device: &WgpuDevice, half: FloatKind) -> bool {
 }
 
 /// For GPU tests: the default wgpu device, or `None` with one printed line saying why when this
-/// machine has none, unless `LLAMA_REQUIRE_GPU` is set (`.ci/run` sets it): then a missing or
-/// unusable device panics, so CI never passes GPU tests that did not run.
+/// machine has none, unless `LLAMA_REQUIRE_GPU` is set: then a missing or unusable device panics,
+/// so a run that is meant to test the GPU never passes tests that did not run. (`.ci/run` does
+/// not build the `wgpu` feature yet.)
 pub fn test_device() -> Option<WgpuDevice> {
     match device(None) {
         Ok(d) => Some(d),

@@ -2,9 +2,10 @@
 //! (NF4, FP4) with f32 or double-quantized absmax, and LLM.int8, on the fused backend, the bare
 //! `CubeBackend` and under autodiff; `QuantLinear` trains with the CPU's forward and gradients.
 //!
-//! - wgpu (`--features wgpu`): Vulkan through SPIR-V, run in CI on Mesa's lavapipe (a Vulkan
-//!   driver on the CPU). With `LLAMA_REQUIRE_GPU=1` (set by `.ci/run`) a machine without a Vulkan
-//!   adapter fails these tests; without it they print one line saying why and return.
+//! - wgpu (`--features wgpu`): Vulkan through SPIR-V; runs on Mesa's lavapipe (a Vulkan driver on
+//!   the CPU) with `cargo test -p quant --features wgpu --test cube`. With `LLAMA_REQUIRE_GPU=1` a
+//!   machine without a Vulkan adapter fails these tests; without it they print one line saying
+//!   why and return. (Not yet in `.ci/run`, which builds without the feature.)
 //! - CUDA (`--features cuda`): needs an NVIDIA GPU and its driver (`libcuda.so.1`): every test is
 //!   `#[ignore]`d, so a plain `cargo test --features cuda` reports them as ignored rather than
 //!   passing without a GPU; on a GPU machine run
