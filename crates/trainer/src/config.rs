@@ -584,7 +584,7 @@ mod tests {
             (
                 "device = \"gpu\"\n",
                 "`device`",
-                "cpu, ndarray, cuda or cuda:N",
+                "cpu, ndarray, cuda, cuda:N, wgpu or wgpu:N",
             ),
             (
                 "format = \"csv\"\n",
