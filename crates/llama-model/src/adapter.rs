@@ -126,7 +126,8 @@ pub fn apply_lora<B: QuantBackend>(
     seed: u64,
 ) -> Result<()> {
     let device = model.embed_tokens.val().device();
-    B::seed(&device, seed);
+    // Drawn on the host: the same adapter for `seed` on every backend.
+    peft::seed_adapter_init(seed);
     check_targets(model, config).map_err(Error::InvalidArgument)?;
     freeze(model);
     if matches!(config.init_lora_weights, InitLoraWeights::Pissa { .. })

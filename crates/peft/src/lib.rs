@@ -18,4 +18,6 @@ pub mod svd;
 pub use config::{InitLoraWeights, LoraConfig, TargetModules};
 pub use error::{Error, Result};
 pub use format::{AdapterWeights, LoraTensors, read_adapter, read_adapter_modules, write_adapter};
-pub use lora::{LoraAdapter, LoraBase, LoraLinear, LoraSpec, PissaInitial, RoundingError};
+pub use lora::{
+    LoraAdapter, LoraBase, LoraLinear, LoraSpec, PissaInitial, RoundingError, seed_adapter_init,
+};

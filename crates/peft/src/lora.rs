@@ -281,7 +281,9 @@ impl<B: QuantBackend> LoraLinear<B> {
     }
 
     /// Adds a freshly initialised adapter called `name` and makes it active. PiSSA replaces a
-    /// dense base weight by its residual (and fails on a quantized base).
+    /// dense base weight by its residual (and fails on a quantized base). The random values come
+    /// from the host generator [`seed_adapter_init`] seeds, whatever the backend, so one seed
+    /// gives the same adapter on the CPU and on a GPU.
     pub fn add_adapter(
         &mut self,
         name: &str,
@@ -295,19 +297,17 @@ impl<B: QuantBackend> LoraLinear<B> {
             return self.add_pissa_adapter(name, spec, niter, device);
         }
         let a = match init {
-            crate::InitLoraWeights::Gaussian => Tensor::<B, 2>::random(
+            crate::InitLoraWeights::Gaussian => host_random::<B>(
                 [inp, spec.r],
                 Distribution::Normal(0.0, 1.0 / spec.r as f64),
                 device,
             ),
-            _ => {
-                Tensor::<B, 2>::random([inp, spec.r], Distribution::Uniform(-bound, bound), device)
-            }
+            _ => host_random::<B>([inp, spec.r], Distribution::Uniform(-bound, bound), device),
         };
         let b = match init {
             crate::InitLoraWeights::Random => {
                 let bound_b = 1.0 / (spec.r as f64).sqrt();
-                Tensor::<B, 2>::random(
+                host_random::<B>(
                     [spec.r, out],
                     Distribution::Uniform(-bound_b, bound_b),
                     device,
@@ -537,4 +537,23 @@ impl<B: QuantBackend> LoraLinear<B> {
 /// Euclidean norm of every row of `[out, in]`, `[out]`.
 fn row_norms<B: Backend>(w: Tensor<B, 2>) -> Tensor<B, 1> {
     w.powi_scalar(2).sum_dim(1).sqrt().squeeze_dim(1)
+}
+
+/// Seeds the generator that [`LoraLinear::add_adapter`] draws initial adapters from.
+///
+/// The values are drawn on the host (burn-flex's generator) and copied to the layer's device:
+/// a device's own generator (CubeCL's, burn-ndarray's) gives other numbers for the same seed,
+/// and a run must start from the same adapter on every backend. On burn-flex the numbers are
+/// those `Flex::seed` + `Tensor::random` on the device would give.
+pub fn seed_adapter_init(seed: u64) {
+    <burn_flex::Flex as Backend>::seed(&Default::default(), seed);
+}
+
+fn host_random<B: Backend>(
+    shape: [usize; 2],
+    distribution: Distribution,
+    device: &B::Device,
+) -> Tensor<B, 2> {
+    let host = Tensor::<burn_flex::Flex, 2>::random(shape, distribution, &Default::default());
+    Tensor::from_data(host.into_data(), device)
 }

@@ -153,15 +153,28 @@ pub fn supports_float(device: &WgpuDevice, half: FloatKind) -> bool {
     usage.contains(TypeUsage::Buffer) && usage.contains(TypeUsage::Arithmetic)
 }
 
-/// For GPU tests: the default wgpu device, or `None` with one printed line saying why when this
-/// machine has none, unless `LLAMA_REQUIRE_GPU` is set: then a missing or unusable device panics,
-/// so a run that is meant to test the GPU never passes tests that did not run. (`.ci/run` does
-/// not build the `wgpu` feature yet.)
+/// For GPU tests: the default wgpu device, or `None` when this machine has none, with one line
+/// per test binary saying why, unless `LLAMA_REQUIRE_GPU` is set (`.ci/run` sets it): then a
+/// missing or unusable device panics, so a run that is meant to test the GPU never passes tests
+/// that did not run.
 pub fn test_device() -> Option<WgpuDevice> {
-    match device(None) {
-        Ok(d) => Some(d),
+    static FOUND: std::sync::OnceLock<Result<WgpuDevice, String>> = std::sync::OnceLock::new();
+    let mut first = false;
+    let found = FOUND.get_or_init(|| {
+        first = true;
+        device(None)
+    });
+    match found {
+        Ok(d) => Some(d.clone()),
         Err(e) if std::env::var_os("LLAMA_REQUIRE_GPU").is_none() => {
-            eprintln!("skipped (no wgpu device; set LLAMA_REQUIRE_GPU=1 to fail instead): {e}");
+            if first {
+                // Straight to stderr: the test harness captures `eprintln!` of passing tests.
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "GPU tests skipped (no wgpu device; LLAMA_REQUIRE_GPU=1 makes them fail instead): {e}"
+                );
+            }
             None
         }
         Err(e) => panic!("LLAMA_REQUIRE_GPU is set and {e}"),

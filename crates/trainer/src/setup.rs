@@ -28,8 +28,21 @@ pub fn load_model<B: AutodiffBackend + QuantBackend>(
             opts.method = quant::BnbMethod::FourBit(q.quant_type);
             opts.double_quant = q.double_quant;
             opts.blocksize = q.blocksize;
+            let compute = q.compute_dtype.on(config.device);
+            if let Some(dtype) = compute {
+                use burn::tensor::backend::DTypeUsage;
+                let usage = B::dtype_usage(device, dtype.into());
+                if !usage.contains(DTypeUsage::Arithmetic) {
+                    let name = format!("{dtype:?}").to_lowercase();
+                    return Err(Error::Config(format!(
+                        "quant.compute_dtype = {name}: device {} ({}) has no {name} arithmetic; use `--compute-dtype f32` (or another device)",
+                        config.device,
+                        B::name(device)
+                    )));
+                }
+            }
             let mut model = source.load_quantized::<B>(&opts, device)?;
-            model.set_quant_compute_dtype(q.compute_dtype.on(config.device));
+            model.set_quant_compute_dtype(compute);
             model
         }
     };

@@ -13,79 +13,35 @@
 
 mod common;
 
-use std::path::PathBuf;
-
-use common::{Ad, Golden, Tolerances, check_step_zero, check_steps, root};
-use llama_model::{Llama, Projection, load_adapter, load_pretrained};
-use peft::LoraBase;
-use quant::{DeviceAbsmax, QuantLinear, QuantType, QuantWeight};
-
-fn golden() -> PathBuf {
-    root().join("crates/trainer/tests/fixtures/golden_qlora")
-}
-
-/// NF4 with double-quantized absmax.
-fn is_nf4_dq(q: &QuantLinear<Ad>) -> bool {
-    matches!(&q.weight, QuantWeight::Four(w)
-        if w.meta.quant_type == QuantType::Nf4 && matches!(w.absmax, DeviceAbsmax::Nested(_)))
-}
-
-/// The saved bitsandbytes checkpoint as it loads (every decoder projection NF4, lm_head f32 as
-/// transformers keeps it), with PEFT's initial adapter on each of the 14 projections.
-fn model() -> Llama<Ad> {
-    let mut model = load_pretrained::<Ad>(golden().join("base"), &Default::default()).unwrap();
-    let projections = model.projections();
-    assert_eq!(projections.len(), 2 * 7 + 1);
-    for (name, p) in &projections {
-        match (name.as_str(), p) {
-            ("lm_head", Projection::Dense(_)) => {}
-            (_, Projection::Quant(q)) if name != "lm_head" && is_nf4_dq(q) => {}
-            _ => panic!("{name}: not what the bitsandbytes checkpoint holds"),
-        }
-    }
-    load_adapter(&mut model, golden().join("initial_adapter")).unwrap();
-    for (name, p) in model.projections() {
-        match p {
-            Projection::Lora(l) => {
-                assert!(
-                    matches!(&l.base, LoraBase::Quant(q) if is_nf4_dq(q)),
-                    "{name}"
-                );
-            }
-            _ => assert_eq!(name, "lm_head"),
-        }
-    }
-    model
-}
-
-// The reference's 4-bit layers compute exactly the f32 math of LoRA on the dequantized weight
-// (golden.json: bnb_cpu.step0_flat_kernel_vs_lora_on_f32_flat_dequant_copy, bit-identical), and
-// so do ours (the dequantized weight feeds an f32 gemm), so the differences left are the f32
-// rounding of two libraries' gemms, softmax and reductions — the LoRA test's. Same tolerances.
-const TOLERANCES: Tolerances = Tolerances {
-    step0: 1e-5,
-    step0_grads: 1e-4,
-    steps: 1e-4,
-    // Adam's per-element normalisation turns rounding differences of near-zero gradients into
-    // full-size update differences (see golden.rs).
-    final_weights: 1e-3,
+use common::{
+    Ad, Golden, QLORA_TOLERANCES, check_step_zero, check_steps, qlora_golden, qlora_model,
 };
 
 #[test]
 fn qlora_step_zero_loss_and_every_adapter_gradient_match_pytorch_bitsandbytes() {
-    check_step_zero(&model(), &Golden::open(&golden()), &TOLERANCES);
+    let device = Default::default();
+    check_step_zero::<Ad>(
+        &qlora_model(&device),
+        &Golden::open(&qlora_golden()),
+        &QLORA_TOLERANCES,
+        &device,
+    );
 }
 
 #[test]
 fn qlora_ten_steps_match_pytorch_bitsandbytes_and_leave_the_base_bit_identical() {
-    check_steps(model(), &Golden::open(&golden()), &TOLERANCES);
+    check_steps::<Ad>(
+        qlora_model(&Default::default()),
+        &Golden::open(&qlora_golden()),
+        &QLORA_TOLERANCES,
+    );
 }
 
 /// The fixture's own record: the reference ran bitsandbytes' Linear4bit layers with the flat
 /// dequantization, and they matched x @ dequant(W)ᵀ exactly on this model.
 #[test]
 fn fixture_records_bitsandbytes_forward_equal_to_dequantize_matmul() {
-    let g = Golden::open(&golden());
+    let g = Golden::open(&qlora_golden());
     let bnb = &g.summary["bnb_cpu"];
     let layers = bnb["layers"].as_object().unwrap();
     assert_eq!(layers.len(), 14);
