@@ -1,4 +1,4 @@
-//! CubeCL dequantization kernels and [`QuantBackend`] for burn's CubeCL backends (CUDA first).
+//! CubeCL dequantization kernels and [`QuantBackend`] for burn's CubeCL backends (CUDA, wgpu).
 //!
 //! The kernels write the dense f32 weight with the same bits as the host reference
 //! ([`crate::dequantize_4bit`], [`crate::int8_vectorwise_dequant`], [`crate::host`]):
@@ -21,8 +21,11 @@
 //! fusion stream (lazy like every other fused op; the dense weight is produced when the stream
 //! runs). `burn_cuda::Cuda<f32, i32>` is `Fusion<CubeBackend<CudaRuntime, f32, i32, u8>>` with
 //! burn-cuda's default features and the bare `CubeBackend` without `fusion`; both are covered.
-//! `quant_matmul` and its backward keep the trait's defaults: dequantize into a dense workspace,
-//! then burn's matmul.
+//! `quant_matmul` of an f32 input of at most [`FUSED_MAX_ROWS`] rows by a 4-bit weight (decoding,
+//! small batches) runs one kernel that reads the packed codes and never writes the dense weight
+//! (`matmul_4bit_kernel`; a second custom fusion operation). Larger inputs, half-precision compute,
+//! int8 weights and the backward product keep the trait's defaults: dequantize into a dense
+//! workspace, then burn's tiled matmul, which reuses each weight tile across many rows.
 
 use std::marker::PhantomData;
 
@@ -38,12 +41,13 @@ use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
 use cubecl::calculate_cube_count_elemwise;
 use cubecl::prelude::{AddressType, CubeCount, CubeDim};
 
-use crate::backend::QuantBackend;
+use crate::backend::{QuantBackend, matmul_in};
 use crate::blockwise4::NESTED_BLOCKSIZE;
 use crate::host::INV_127;
 use crate::layer::{DeviceAbsmax, Meta4, NestedDevice, QuantWeight, Weight4, WeightInt8};
 use kernels::{
-    dequant_4bit_kernel, dequant_4bit_nested_kernel, dequant_int8_kernel, nested_absmax_kernel,
+    dequant_4bit_kernel, dequant_4bit_nested_kernel, dequant_int8_kernel, matmul_4bit_kernel,
+    nested_absmax_kernel,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -143,6 +147,64 @@ mod kernels {
             terminate!();
         }
         out[pos] = (f32::cast_from(cb[pos]) * scb[pos / cols]) * inv_127;
+    }
+
+    /// `out[r, j] = Σ_k x[r, k] · W[j, k]` straight from the packed codes (the dense weight is
+    /// never written): one cube per output feature `j` (`CUBE_POS`, any grid shape), its `units`
+    /// units striding over `k` so that consecutive units read consecutive code bytes, the partial
+    /// sums reduced pairwise in shared memory. `scales[b] + offset[0]` is block `b`'s absmax:
+    /// the f32 absmax with a zero offset, or, with double quantization, `nested_absmax_kernel`'s
+    /// products and the nested offset. Each weight value therefore has the dequantization
+    /// kernels' bits (`x + 0.0 == x`); only the order of the sum differs from a gemm's.
+    #[cube(launch, address_type = "dynamic")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn matmul_4bit_kernel(
+        x: &Array<f32>,
+        packed: &Array<u8>,
+        pairs: &Array<f32>,
+        scales: &Array<f32>,
+        offset: &Array<f32>,
+        out: &mut Array<f32>,
+        rows: usize,
+        in_features: usize,
+        out_features: usize,
+        blocksize: usize,
+        half_units: usize,
+        #[comptime] units: usize,
+    ) {
+        let j = CUBE_POS;
+        if j >= out_features {
+            terminate!();
+        }
+        let unit = UNIT_POS_X as usize;
+        let mut partial = SharedMemory::<f32>::new(units);
+        let base = j * in_features;
+        let shift = offset[0];
+        for r in 0..rows {
+            let mut acc = f32::new(0.0);
+            let mut k = unit;
+            while k < in_features {
+                let i = base + k;
+                let code = usize::cast_from(packed[i / 2]);
+                let w = pairs[code * 2 + i % 2] * (scales[i / blocksize] + shift);
+                acc += x[r * in_features + k] * w;
+                k += units;
+            }
+            partial[unit] = acc;
+            sync_cube();
+            let mut s = half_units;
+            while s > 0 {
+                if unit < s {
+                    partial[unit] = partial[unit] + partial[unit + s];
+                }
+                sync_cube();
+                s /= 2;
+            }
+            if unit == 0 {
+                out[r * out_features + j] = partial[0];
+            }
+            sync_cube();
+        }
     }
 }
 
@@ -277,38 +339,7 @@ where
             offset,
             map,
         }) => {
-            let codes = int_buffer(codes, IntDType::U8);
-            let scales = f32_buffer(scales);
-            let offset = f32_buffer(offset);
-            let map = f32_buffer(map);
-            assert_eq!(
-                codes.meta.num_elements(),
-                blocks,
-                "absmax codes of {numel} elements in blocks of {blocksize}"
-            );
-            assert_eq!(
-                scales.meta.num_elements(),
-                blocks.div_ceil(NESTED_BLOCKSIZE),
-                "nested absmax scales"
-            );
-            assert_eq!(offset.meta.num_elements(), 1, "nested absmax offset");
-            assert_eq!(map.meta.num_elements(), 256, "dynamic 8-bit map");
-
-            let prod = empty_f32(&codes, Shape::new([blocks]));
-            let (nested_count, nested_dim) = grid(&codes, blocks);
-            let addr = address_type(&[&codes, &map, &scales, &prod]);
-            nested_absmax_kernel::launch::<R>(
-                &prod.client,
-                nested_count,
-                nested_dim,
-                addr,
-                codes.into_array_arg(),
-                map.into_array_arg(),
-                scales.into_array_arg(),
-                prod.clone().into_array_arg(),
-                NESTED_BLOCKSIZE,
-            );
-
+            let (prod, offset) = nested_products(codes, scales, offset, map, blocks);
             let addr = address_type(&[&packed, &pairs, &prod, &offset, &out]);
             dequant_4bit_nested_kernel::launch::<R>(
                 &out.client,
@@ -325,6 +356,152 @@ where
         }
     }
     out
+}
+
+/// Double quantization's first launch: `prod[b] = map[codes[b]] * scales[b / 256]` (one f32 per
+/// block, a small workspace), and the offset buffer; block `b`'s absmax is `prod[b] + offset`.
+fn nested_products<R, F, I, BT>(
+    codes: &Tensor<Cube<R, F, I, BT>, 1, Int>,
+    scales: &Tensor<Cube<R, F, I, BT>, 1>,
+    offset: &Tensor<Cube<R, F, I, BT>, 1>,
+    map: &Tensor<Cube<R, F, I, BT>, 1>,
+    blocks: usize,
+) -> (CubeTensor<R>, CubeTensor<R>)
+where
+    R: CubeRuntime,
+    F: FloatElement,
+    I: IntElement,
+    BT: BoolElement,
+{
+    let codes = int_buffer(codes, IntDType::U8);
+    let scales = f32_buffer(scales);
+    let offset = f32_buffer(offset);
+    let map = f32_buffer(map);
+    assert_eq!(
+        codes.meta.num_elements(),
+        blocks,
+        "absmax codes of {blocks} blocks"
+    );
+    assert_eq!(
+        scales.meta.num_elements(),
+        blocks.div_ceil(NESTED_BLOCKSIZE),
+        "nested absmax scales"
+    );
+    assert_eq!(offset.meta.num_elements(), 1, "nested absmax offset");
+    assert_eq!(map.meta.num_elements(), 256, "dynamic 8-bit map");
+
+    let prod = empty_f32(&codes, Shape::new([blocks]));
+    if blocks == 0 {
+        return (prod, offset);
+    }
+    let (nested_count, nested_dim) = grid(&codes, blocks);
+    let addr = address_type(&[&codes, &map, &scales, &prod]);
+    nested_absmax_kernel::launch::<R>(
+        &prod.client,
+        nested_count,
+        nested_dim,
+        addr,
+        codes.into_array_arg(),
+        map.into_array_arg(),
+        scales.into_array_arg(),
+        prod.clone().into_array_arg(),
+        NESTED_BLOCKSIZE,
+    );
+    (prod, offset)
+}
+
+/// Largest number of input rows for which [`QuantBackend::quant_matmul`] reads the 4-bit codes
+/// directly ([`matmul_4bit_fused`]: decoding and small batches). Larger inputs dequantize into a
+/// dense workspace and use burn's tiled matmul, which reuses each weight tile across rows.
+pub const FUSED_MAX_ROWS: usize = 8;
+
+/// Units per cube of the fused kernel: one cube per output feature.
+const FUSED_UNITS: usize = 64;
+
+/// `x · dequant(W)ᵀ` for a 4-bit weight without writing the dense weight: `x` f32
+/// `[rows, in_features]`, the result f32 `[rows, out_features]`.
+fn matmul_4bit_fused<R, F, I, BT>(x: CubeTensor<R>, w: &Weight4<Cube<R, F, I, BT>>) -> CubeTensor<R>
+where
+    R: CubeRuntime,
+    F: FloatElement,
+    I: IntElement,
+    BT: BoolElement,
+{
+    let Meta4 {
+        blocksize,
+        out_features,
+        in_features,
+        ..
+    } = w.meta;
+    let rows = x.meta.num_elements() / in_features.max(1);
+    let numel = out_features * in_features;
+    let blocks = numel.div_ceil(blocksize);
+    let packed = int_buffer(&w.packed, IntDType::U8);
+    let pairs = f32_buffer(&w.pairs);
+    assert_eq!(
+        packed.meta.num_elements(),
+        numel.div_ceil(2),
+        "packed codes"
+    );
+    assert_eq!(
+        pairs.meta.num_elements(),
+        512,
+        "the nibble-pair table is [256, 2]"
+    );
+    let (scales, offset) = match &w.absmax {
+        DeviceAbsmax::F32(a) => {
+            let absmax = f32_buffer(a);
+            assert_eq!(absmax.meta.num_elements(), blocks, "absmax values");
+            let zero = Tensor::<Cube<R, F, I, BT>, 1>::zeros([1], &absmax.device);
+            (absmax, f32_buffer(&zero))
+        }
+        DeviceAbsmax::Nested(NestedDevice {
+            codes,
+            scales,
+            offset,
+            map,
+        }) => nested_products(codes, scales, offset, map, blocks),
+    };
+    let out = empty_f32(&packed, Shape::new([rows, out_features]));
+    if rows == 0 || out_features == 0 {
+        return out;
+    }
+    // One cube per output feature; a 2-D grid where the features exceed one axis' limit.
+    let per_axis = out_features.min(65_535);
+    let cube_count = CubeCount::Static(per_axis as u32, out_features.div_ceil(per_axis) as u32, 1);
+    let cube_dim = CubeDim::new_1d(FUSED_UNITS as u32);
+    let addr = address_type(&[&x, &packed, &pairs, &scales, &offset, &out]);
+    matmul_4bit_kernel::launch::<R>(
+        &out.client,
+        cube_count,
+        cube_dim,
+        addr,
+        x.into_array_arg(),
+        packed.into_array_arg(),
+        pairs.into_array_arg(),
+        scales.into_array_arg(),
+        offset.into_array_arg(),
+        out.clone().into_array_arg(),
+        rows,
+        in_features,
+        out_features,
+        blocksize,
+        FUSED_UNITS / 2,
+        FUSED_UNITS,
+    );
+    out
+}
+
+/// Whether [`QuantBackend::quant_matmul`] takes the fused path for this input.
+fn fused_applies<B: Backend>(
+    x: &Tensor<B, 2>,
+    weight: &QuantWeight<B>,
+    compute: Option<FloatDType>,
+) -> bool {
+    matches!(weight, QuantWeight::Four(_))
+        && x.dims()[0] <= FUSED_MAX_ROWS
+        && x.dtype() == DType::F32
+        && compute.is_none_or(|c| c == FloatDType::F32)
 }
 
 fn dequantize_int8<R, F, I, BT>(w: &WeightInt8<Cube<R, F, I, BT>>) -> CubeTensor<R>
@@ -377,6 +554,35 @@ where
         };
         Tensor::from_primitive(TensorPrimitive::Float(out))
     }
+
+    fn quant_matmul(
+        x: Tensor<Self, 2>,
+        weight: &QuantWeight<Self>,
+        compute: Option<FloatDType>,
+    ) -> Tensor<Self, 2> {
+        match weight {
+            QuantWeight::Four(w) if fused_applies(&x, weight, compute) => {
+                let x = into_contiguous(x.into_primitive().tensor());
+                Tensor::from_primitive(TensorPrimitive::Float(matmul_4bit_fused(x, w)))
+            }
+            _ => {
+                let (_, in_features) = weight.dims();
+                let w = Self::dequantize_weight(weight).transpose();
+                // burn-cubecl 0.21's matmul gives wrong sums for a transposed right-hand side
+                // when k = in_features is 8 mod 16 (k >= 520, up to 32 rows, measured on Vulkan /
+                // lavapipe; tests/cube.rs `check_fused_matmul` and docs/gpu.md): such weights are
+                // copied into the transposed layout first.
+                let w = if in_features % 16 == 0 {
+                    w
+                } else {
+                    Tensor::from_primitive(TensorPrimitive::Float(into_contiguous(
+                        w.into_primitive().tensor(),
+                    )))
+                };
+                matmul_in(x, w, compute)
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -394,10 +600,14 @@ enum Layout {
     Int8 { threshold: f32 },
 }
 
-/// Dequantizes the weight whose tensors are the inputs of `desc` with `B::dequantize_weight`.
+/// Dequantizes the weight whose tensors are the inputs of `desc` with `B::dequantize_weight`;
+/// or, with `matmul: Some(compute)`, multiplies the first input by it with `B::quant_matmul`
+/// (the weight's tensors follow the input), so that the inner backend picks the fused kernel or
+/// the dense path.
 struct DequantizeOp<B> {
     desc: CustomOpIr,
     layout: Layout,
+    matmul: Option<Option<FloatDType>>,
     backend: PhantomData<fn() -> B>,
 }
 
@@ -406,6 +616,7 @@ impl<B> std::fmt::Debug for DequantizeOp<B> {
         f.debug_struct("DequantizeOp")
             .field("desc", &self.desc)
             .field("layout", &self.layout)
+            .field("matmul", &self.matmul)
             .finish()
     }
 }
@@ -426,7 +637,8 @@ fn float_input<B: FusionBackend, const D: usize>(
 
 impl<B: FusionBackend + QuantBackend> Operation<B::FusionRuntime> for DequantizeOp<B> {
     fn execute(&self, handles: &mut HandleContainer<B::Handle>) {
-        let x = &self.desc.inputs;
+        let inputs = &self.desc.inputs;
+        let x = &inputs[usize::from(self.matmul.is_some())..];
         let weight = match self.layout {
             Layout::Four(meta) => QuantWeight::Four(Weight4 {
                 packed: int_input(handles, &x[0]),
@@ -451,68 +663,121 @@ impl<B: FusionBackend + QuantBackend> Operation<B::FusionRuntime> for Dequantize
                 threshold,
             }),
         };
-        let out = B::dequantize_weight(&weight).into_primitive().tensor();
-        handles.register_float_tensor::<B>(&self.desc.outputs[0].id, out);
+        let out = match self.matmul {
+            Some(compute) => B::quant_matmul(float_input(handles, &inputs[0]), &weight, compute),
+            None => B::dequantize_weight(&weight),
+        };
+        handles.register_float_tensor::<B>(&self.desc.outputs[0].id, out.into_primitive().tensor());
     }
+}
+
+fn int_fusion<B: FusionBackend, const D: usize>(
+    t: &Tensor<Fusion<B>, D, Int>,
+) -> FusionTensor<B::FusionRuntime> {
+    t.clone().into_primitive()
+}
+
+fn float_fusion<B: FusionBackend, const D: usize>(
+    t: &Tensor<Fusion<B>, D>,
+) -> FusionTensor<B::FusionRuntime> {
+    t.clone().into_primitive().tensor()
+}
+
+/// The weight's tensors in the order of its [`Layout`].
+fn weight_inputs<B: FusionBackend>(
+    weight: &QuantWeight<Fusion<B>>,
+) -> (Layout, Vec<FusionTensor<B::FusionRuntime>>) {
+    match weight {
+        QuantWeight::Four(w) => match &w.absmax {
+            DeviceAbsmax::F32(a) => (
+                Layout::Four(w.meta),
+                vec![
+                    int_fusion(&w.packed),
+                    float_fusion(&w.pairs),
+                    float_fusion(a),
+                ],
+            ),
+            DeviceAbsmax::Nested(n) => (
+                Layout::FourNested(w.meta),
+                vec![
+                    int_fusion(&w.packed),
+                    float_fusion(&w.pairs),
+                    int_fusion(&n.codes),
+                    float_fusion(&n.scales),
+                    float_fusion(&n.offset),
+                    float_fusion(&n.map),
+                ],
+            ),
+        },
+        QuantWeight::Int8(w) => (
+            Layout::Int8 {
+                threshold: w.threshold,
+            },
+            vec![int_fusion(&w.cb), float_fusion(&w.scb)],
+        ),
+    }
+}
+
+/// Registers a [`DequantizeOp`] over `inputs` with one f32 output of `shape`.
+fn register_op<B: FusionBackend + QuantBackend>(
+    name: &'static str,
+    layout: Layout,
+    matmul: Option<Option<FloatDType>>,
+    inputs: Vec<FusionTensor<B::FusionRuntime>>,
+    shape: [usize; 2],
+    dtype: DType,
+) -> Tensor<Fusion<B>, 2> {
+    let client = inputs[0].client.clone();
+    let streams = OperationStreams::with_inputs(&inputs);
+    // The weight keeps its own handles, so every input is read-only here.
+    let inputs: Vec<TensorIr> = inputs.into_iter().map(FusionTensor::into_ir).collect();
+    let output = TensorIr::uninit(client.create_empty_handle(), Shape::new(shape), dtype);
+    let desc = CustomOpIr::new(name, &inputs, &[output]);
+    let op = DequantizeOp::<B> {
+        desc: desc.clone(),
+        layout,
+        matmul,
+        backend: PhantomData,
+    };
+    let out = client
+        .register(streams, OperationIr::Custom(desc), op)
+        .pop()
+        .expect("one output");
+    Tensor::from_primitive(TensorPrimitive::Float(out))
 }
 
 impl<B: FusionBackend + QuantBackend> QuantBackend for Fusion<B> {
     fn dequantize_weight(weight: &QuantWeight<Self>) -> Tensor<Self, 2> {
-        fn int<B: FusionBackend, const D: usize>(
-            t: &Tensor<Fusion<B>, D, Int>,
-        ) -> FusionTensor<B::FusionRuntime> {
-            t.clone().into_primitive()
-        }
-        fn float<B: FusionBackend, const D: usize>(
-            t: &Tensor<Fusion<B>, D>,
-        ) -> FusionTensor<B::FusionRuntime> {
-            t.clone().into_primitive().tensor()
-        }
         let (out_features, in_features) = weight.dims();
-        let (layout, inputs) = match weight {
-            QuantWeight::Four(w) => match &w.absmax {
-                DeviceAbsmax::F32(a) => (
-                    Layout::Four(w.meta),
-                    vec![int(&w.packed), float(&w.pairs), float(a)],
-                ),
-                DeviceAbsmax::Nested(n) => (
-                    Layout::FourNested(w.meta),
-                    vec![
-                        int(&w.packed),
-                        float(&w.pairs),
-                        int(&n.codes),
-                        float(&n.scales),
-                        float(&n.offset),
-                        float(&n.map),
-                    ],
-                ),
-            },
-            QuantWeight::Int8(w) => (
-                Layout::Int8 {
-                    threshold: w.threshold,
-                },
-                vec![int(&w.cb), float(&w.scb)],
-            ),
-        };
-        let client = inputs[0].client.clone();
-        let streams = OperationStreams::with_inputs(&inputs);
-        // The weight keeps its own handles, so every input is read-only here.
-        let inputs: Vec<TensorIr> = inputs.into_iter().map(FusionTensor::into_ir).collect();
-        let output = TensorIr::uninit(
-            client.create_empty_handle(),
-            Shape::new([out_features, in_features]),
-            DType::F32,
-        );
-        let desc = CustomOpIr::new("quant::dequantize_weight", &inputs, &[output]);
-        let op = DequantizeOp::<B> {
-            desc: desc.clone(),
+        let (layout, inputs) = weight_inputs(weight);
+        register_op::<B>(
+            "quant::dequantize_weight",
             layout,
-            backend: PhantomData,
-        };
-        let out = client
-            .register(streams, OperationIr::Custom(desc), op)
-            .pop()
-            .expect("one output");
-        Tensor::from_primitive(TensorPrimitive::Float(out))
+            None,
+            inputs,
+            [out_features, in_features],
+            DType::F32,
+        )
+    }
+
+    fn quant_matmul(
+        x: Tensor<Self, 2>,
+        weight: &QuantWeight<Self>,
+        compute: Option<FloatDType>,
+    ) -> Tensor<Self, 2> {
+        let rows = x.dims()[0];
+        let dtype = x.dtype();
+        let (out_features, _) = weight.dims();
+        let (layout, weight_tensors) = weight_inputs(weight);
+        let mut inputs = vec![float_fusion(&x)];
+        inputs.extend(weight_tensors);
+        register_op::<B>(
+            "quant::quant_matmul",
+            layout,
+            Some(compute),
+            inputs,
+            [rows, out_features],
+            dtype,
+        )
     }
 }
