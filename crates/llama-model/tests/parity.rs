@@ -18,8 +18,9 @@ fn to_vec<B: quant::QuantBackend>(t: Tensor<B, 3>) -> Vec<f32> {
     t.into_data().iter::<f32>().collect()
 }
 
-/// Every check runs on both CPU backends, burn-ndarray and burn-flex, and with the `wgpu`
-/// feature on the wgpu device (Vulkan; lavapipe in CI) with the same tolerances.
+/// Every check runs on both CPU backends, burn-ndarray and burn-flex, with the `wgpu` feature on
+/// the wgpu device (Vulkan; lavapipe in CI) and with the `cuda` feature on CUDA (`--ignored`),
+/// with the same tolerances.
 macro_rules! on_backends {
     ($($name:ident => $body:ident;)*) => {
         mod ndarray {
@@ -35,6 +36,12 @@ macro_rules! on_backends {
                     super::$body::<quant::gpu::Wgpu>();
                 }
             })*
+        }
+        #[cfg(feature = "cuda")]
+        mod cuda {
+            $(#[test]
+            #[ignore = "needs an NVIDIA GPU (libcuda); run with --ignored on a GPU machine"]
+            fn $name() { super::$body::<quant::Cuda>(); })*
         }
     };
 }

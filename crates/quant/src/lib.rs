@@ -20,6 +20,14 @@ pub mod dense;
 pub mod error;
 #[cfg(feature = "wgpu")]
 pub mod gpu;
+
+/// burn's CUDA backend as the commands and tests use it: f32 floats, i32 ints, with fusion.
+#[cfg(feature = "cuda")]
+pub type Cuda = burn_cuda::Cuda<f32, i32>;
+#[cfg(feature = "cuda")]
+pub use burn_cuda::CudaDevice;
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+pub use cube::FUSED_MAX_ROWS;
 pub mod host;
 pub mod int8;
 pub mod layer;

@@ -1,5 +1,5 @@
-//! The trainer on burn's wgpu backend (Vulkan; Mesa's lavapipe in CI), held to the same references
-//! as on the CPU, and to the CPU backend itself:
+//! The trainer on a GPU backend, held to the same references as on the CPU, and to the CPU
+//! backend itself:
 //! - the LoRA and QLoRA golden fixtures (PyTorch + PEFT [+ bitsandbytes]): step-0 loss and every
 //!   adapter gradient, then 10 steps, with the CPU's tolerances; and the 10 losses and the adapter
 //!   after them against burn-flex on the CPU;
@@ -8,10 +8,14 @@
 //! - a checkpoint written on one backend resumes on the other;
 //! - QLoRA with f16 compute (`--compute-dtype f16`) lowers the loss and stays near f32.
 //!
-//! `cargo test -p trainer --features wgpu --test wgpu`. Without a Vulkan adapter each test prints
-//! one line and returns, unless `LLAMA_REQUIRE_GPU` is set (as `.ci/run` does): then it fails.
+//! - wgpu (Vulkan; Mesa's lavapipe in CI): `cargo test -p trainer --features wgpu --test gpu`.
+//!   Without a Vulkan adapter each test binary prints one line and its tests return, unless
+//!   `LLAMA_REQUIRE_GPU` is set (as `.ci/run` does): then they fail.
+//! - CUDA: `cargo test -p trainer --features cuda --test gpu -- --ignored` on an NVIDIA machine
+//!   (the tests are `#[ignore]`d so that a build without a GPU does not report them as passed).
+//!
 //! One binary, so the kernels compile once per run (lavapipe compiles each for seconds).
-#![cfg(feature = "wgpu")]
+#![cfg(any(feature = "wgpu", feature = "cuda"))]
 
 mod common;
 
@@ -19,28 +23,94 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::prelude::*;
-use burn::tensor::FloatDType;
-use burn::tensor::backend::AutodiffBackend;
-use burn_autodiff::Autodiff;
+use burn::tensor::backend::{AutodiffBackend, DTypeUsage};
+use burn::tensor::{DType, FloatDType};
 use common::{
     Ad, Golden, LORA_TOLERANCES, QLORA_TOLERANCES, check_step_zero, check_steps, golden_steps,
     lora_golden, lora_model, max_rel, qlora_golden, qlora_model, root,
 };
 use peft::{LoraBase, LoraLinear, LoraSpec};
-use quant::gpu::{FloatKind, WgpuDevice};
 use quant::{DenseLinear, QuantBackend, QuantLinear, QuantType, QuantWeight, quantize_4bit};
 use trainer::report::read_metrics;
 use trainer::{Method, Observer, RunPaths, StepStats, TrainConfig, run};
 
-type W = Autodiff<quant::gpu::Wgpu>;
+/// The backends a GPU test runs on: autodiff over the GPU backend, whose inner backend also
+/// quantizes.
+trait Gpu: AutodiffBackend<InnerBackend: QuantBackend> + QuantBackend {}
+impl<B: AutodiffBackend<InnerBackend: QuantBackend> + QuantBackend> Gpu for B {}
 
-/// The wgpu device, or `None` (one printed line) on a machine without one; the tests take turns
-/// (runs seed process-wide generators, and lavapipe uses every core anyway).
-fn gpu() -> Option<(WgpuDevice, std::sync::MutexGuard<'static, ()>)> {
+/// The tests take turns: runs seed process-wide generators, and lavapipe uses every core anyway.
+fn turn() -> std::sync::MutexGuard<'static, ()> {
     static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    quant::gpu::test_device().map(|d| (d, turn))
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// Each check on each GPU backend of the build: `$device` is `None` (one printed line) on a
+/// machine without one.
+macro_rules! gpu_tests {
+    ($name:ident, $backend:ty, $device:expr, $setting:expr, $(#[$attr:meta])*) => {
+        mod $name {
+            type W = burn_autodiff::Autodiff<$backend>;
+            $(#[$attr])*
+            #[test]
+            fn lora_golden_run_matches_pytorch_and_the_cpu() {
+                let _turn = super::turn();
+                if let Some(d) = $device {
+                    super::lora_golden_run::<W>(&d);
+                }
+            }
+            $(#[$attr])*
+            #[test]
+            fn qlora_golden_run_matches_pytorch_bitsandbytes_and_the_cpu() {
+                let _turn = super::turn();
+                if let Some(d) = $device {
+                    super::qlora_golden_run::<W>(&d);
+                }
+            }
+            $(#[$attr])*
+            #[test]
+            fn qlora_with_f16_compute_lowers_the_loss_and_stays_near_f32() {
+                let _turn = super::turn();
+                if let Some(d) = $device {
+                    super::qlora_f16::<W>(&d);
+                }
+            }
+            $(#[$attr])*
+            #[test]
+            fn lora_rslora_and_dora_layers_match_the_cpu_forward_and_backward() {
+                let _turn = super::turn();
+                if let Some(d) = $device {
+                    super::layers_match_the_cpu::<W>(&d);
+                }
+            }
+            $(#[$attr])*
+            #[test]
+            fn a_checkpoint_resumes_on_the_other_backend() {
+                let _turn = super::turn();
+                if let Some(d) = $device {
+                    super::resume_across_backends::<W>(&d, $setting, stringify!($name));
+                }
+            }
+        }
+    };
+}
+
+#[cfg(feature = "wgpu")]
+gpu_tests!(
+    wgpu,
+    quant::gpu::Wgpu,
+    quant::gpu::test_device(),
+    trainer::Device::Wgpu(None),
+);
+
+#[cfg(feature = "cuda")]
+gpu_tests!(
+    cuda,
+    quant::Cuda,
+    Some(quant::CudaDevice::default()),
+    trainer::Device::Cuda(0),
+    #[ignore = "needs an NVIDIA GPU (libcuda); run with --ignored on a GPU machine"]
+);
 
 /// Per-step losses of the same 10 steps on wgpu and on the CPU agree to this (relative). Both run
 /// f32 with the same formulas; what differs is the order of the sums inside the matmuls and
@@ -69,22 +139,18 @@ fn compare_with_cpu(what: &str, gpu: &common::Worst, cpu: &common::Worst) {
     );
 }
 
-#[test]
-fn lora_golden_run_matches_pytorch_and_the_cpu() {
-    let Some((device, _turn)) = gpu() else { return };
+fn lora_golden_run<W: Gpu>(device: &W::Device) {
     let golden = Golden::open(&lora_golden());
-    check_step_zero::<W>(&lora_model(&device), &golden, &LORA_TOLERANCES, &device);
-    let on_gpu = check_steps::<W>(lora_model(&device), &golden, &LORA_TOLERANCES);
+    check_step_zero::<W>(&lora_model(device), &golden, &LORA_TOLERANCES, device);
+    let on_gpu = check_steps::<W>(lora_model(device), &golden, &LORA_TOLERANCES);
     let on_cpu = check_steps::<Ad>(lora_model(&Default::default()), &golden, &LORA_TOLERANCES);
     compare_with_cpu("LoRA", &on_gpu, &on_cpu);
 }
 
-#[test]
-fn qlora_golden_run_matches_pytorch_bitsandbytes_and_the_cpu() {
-    let Some((device, _turn)) = gpu() else { return };
+fn qlora_golden_run<W: Gpu>(device: &W::Device) {
     let golden = Golden::open(&qlora_golden());
-    check_step_zero::<W>(&qlora_model(&device), &golden, &QLORA_TOLERANCES, &device);
-    let on_gpu = check_steps::<W>(qlora_model(&device), &golden, &QLORA_TOLERANCES);
+    check_step_zero::<W>(&qlora_model(device), &golden, &QLORA_TOLERANCES, device);
+    let on_gpu = check_steps::<W>(qlora_model(device), &golden, &QLORA_TOLERANCES);
     let on_cpu = check_steps::<Ad>(qlora_model(&Default::default()), &golden, &QLORA_TOLERANCES);
     compare_with_cpu("QLoRA", &on_gpu, &on_cpu);
 }
@@ -95,15 +161,14 @@ fn qlora_golden_run_matches_pytorch_bitsandbytes_and_the_cpu() {
 /// adapter, its gradients and Adam's state stay f32. Over the 10 golden steps the loss falls as
 /// with f32 and each step's loss stays within 1e-3 (relative) of the f32 run's (measured on
 /// lavapipe: 2.2e-5).
-#[test]
-fn qlora_with_f16_compute_lowers_the_loss_and_stays_near_f32() {
-    let Some((device, _turn)) = gpu() else { return };
-    if !quant::gpu::supports_float(&device, FloatKind::F16) {
-        panic!("the wgpu device has no f16 arithmetic; lavapipe has it");
-    }
+fn qlora_f16<W: Gpu>(device: &W::Device) {
+    assert!(
+        W::dtype_usage(device, DType::F16).contains(DTypeUsage::Arithmetic),
+        "the device has no f16 arithmetic (lavapipe and every CUDA GPU have it)"
+    );
     let golden = Golden::open(&qlora_golden());
-    let (_, f32_steps) = golden_steps::<W>(qlora_model(&device), &golden);
-    let mut half = qlora_model::<W>(&device);
+    let (_, f32_steps) = golden_steps::<W>(qlora_model(device), &golden);
+    let mut half = qlora_model::<W>(device);
     half.set_quant_compute_dtype(Some(FloatDType::F16));
     let (_, f16_steps) = golden_steps::<W>(half, &golden);
     let losses = |s: &[StepStats]| s.iter().map(|s| s.loss).collect::<Vec<_>>();
@@ -139,7 +204,7 @@ fn t2<B: Backend>(v: &[f32], shape: [usize; 2], device: &B::Device) -> Tensor<B,
 
 /// One adapter layer over a dense or NF4 base, built from host values on `device`; returns its
 /// output and the gradients of input, A, B (and DoRA's magnitude) for the upstream gradient `g`.
-fn layer_pass<B: AutodiffBackend + QuantBackend>(
+fn layer_pass<B: Gpu>(
     quantized: bool,
     spec: LoraSpec,
     device: &B::Device,
@@ -189,9 +254,7 @@ fn layer_pass<B: AutodiffBackend + QuantBackend>(
 /// LoRA, rsLoRA and DoRA over a dense and an NF4 (double-quantized) base: output and every
 /// gradient within 1e-5 of the CPU's, relative to each tensor's largest value (f32 matmuls that
 /// sum in another order; the 4-bit codes dequantize to the same bits on both, tests in quant).
-#[test]
-fn lora_rslora_and_dora_layers_match_the_cpu_forward_and_backward() {
-    let Some((device, _turn)) = gpu() else { return };
+fn layers_match_the_cpu<W: Gpu>(device: &W::Device) {
     for quantized in [false, true] {
         for (rs, dora) in [(false, false), (true, false), (false, true)] {
             let spec = LoraSpec {
@@ -201,7 +264,7 @@ fn lora_rslora_and_dora_layers_match_the_cpu_forward_and_backward() {
                 use_rslora: rs,
                 use_dora: dora,
             };
-            let gpu = layer_pass::<W>(quantized, spec, &device);
+            let gpu = layer_pass::<W>(quantized, spec, device);
             let cpu = layer_pass::<Ad>(quantized, spec, &Default::default());
             assert_eq!(gpu.len(), cpu.len());
             for ((what, g), (_, c)) in gpu.iter().zip(&cpu) {
@@ -256,11 +319,9 @@ fn train_losses(run_dir: &Path) -> Vec<f64> {
 /// stopped there on one backend and resumed on the other, its losses equal an uninterrupted CPU
 /// run's within [`CPU_LOSS_TOL`]. The adapter initialisation is drawn on the host, so both
 /// backends start from the same adapter.
-#[test]
-fn a_checkpoint_resumes_on_the_other_backend() {
-    let Some((device, _turn)) = gpu() else { return };
+fn resume_across_backends<W: Gpu>(device: &W::Device, setting: trainer::Device, tag: &str) {
     let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("trainer-wgpu-resume-{}", std::process::id()));
+        .join(format!("trainer-{tag}-resume-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     let mut cpu_cfg = TrainConfig {
         data: vec![dataset(&tmp)],
@@ -281,7 +342,7 @@ fn a_checkpoint_resumes_on_the_other_backend() {
     cpu_cfg.lora.r = 4;
     cpu_cfg.lora.dropout = 0.0;
     let gpu_cfg = TrainConfig {
-        device: trainer::Device::Wgpu(None),
+        device: setting,
         ..cpu_cfg.clone()
     };
     let paths = |name: &str, resume: bool| RunPaths {
@@ -311,7 +372,7 @@ fn a_checkpoint_resumes_on_the_other_backend() {
             run::<W>(
                 &gpu_cfg,
                 &paths(name, false),
-                &device,
+                device,
                 &mut StopAt(2, stop),
                 stop,
             )
@@ -338,7 +399,7 @@ fn a_checkpoint_resumes_on_the_other_backend() {
             run::<W>(
                 &gpu_cfg,
                 &paths(name, true),
-                &device,
+                device,
                 &mut trainer::Quiet,
                 &never,
             )
