@@ -40,9 +40,14 @@ pub struct Args {
     /// Run directory name (default: a timestamp).
     #[arg(long)]
     run_name: Option<String>,
-    /// cpu (burn-flex), ndarray (burn-ndarray), cuda or cuda:N (GPU N).
+    /// cpu (burn-flex), ndarray (burn-ndarray), cuda or cuda:N (GPU N), wgpu or wgpu:N (Vulkan /
+    /// Metal adapter N; `cargo xtask devices` lists them).
     #[arg(long)]
     device: Option<Device>,
+    /// Dtype of the 4-bit base's matmuls with --method qlora (bitsandbytes'
+    /// bnb_4bit_compute_dtype): auto (bf16 on CUDA, f32 elsewhere), f32, bf16 or f16.
+    #[arg(long)]
+    compute_dtype: Option<trainer::ComputeDtype>,
     /// Continue the run in this directory from its newest checkpoint.
     #[arg(long)]
     resume: Option<PathBuf>,
@@ -143,7 +148,7 @@ impl Args {
             run_name => run_name, lr => optimizer.lr, batch_size => batch_size,
             grad_accum => grad_accum, max_seq_len => max_seq_len, lora_r => lora.r,
             lora_alpha => lora.alpha, seed => seed, eval_every => eval_every,
-            save_every => save_every, device => device);
+            save_every => save_every, device => device, compute_dtype => quant.compute_dtype);
         if self.packing {
             c.packing = true;
         }

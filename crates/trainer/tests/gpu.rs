@@ -85,6 +85,14 @@ macro_rules! gpu_tests {
             }
             $(#[$attr])*
             #[test]
+            fn a_compute_dtype_the_device_lacks_is_one_clear_error() {
+                let _turn = super::turn();
+                if let Some(d) = $device {
+                    super::missing_compute_dtype::<W>(&d, $setting, stringify!($name));
+                }
+            }
+            $(#[$attr])*
+            #[test]
             fn a_checkpoint_resumes_on_the_other_backend() {
                 let _turn = super::turn();
                 if let Some(d) = $device {
@@ -418,4 +426,52 @@ fn resume_across_backends<W: Gpu>(device: &W::Device, setting: trainer::Device, 
         eprintln!("{name}: losses {got:?} vs the CPU run's {want:?}");
     }
     std::fs::remove_dir_all(&tmp).unwrap();
+}
+
+/// `quant.compute_dtype` (`--compute-dtype`) naming a half type the device has no arithmetic for
+/// (bf16 on lavapipe) stops the run before the model loads, with one line naming the setting,
+/// the device and what to use instead.
+fn missing_compute_dtype<W: Gpu>(device: &W::Device, setting: trainer::Device, tag: &str) {
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("trainer-{tag}-dtype-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let mut checked = 0;
+    for (setting_dtype, dtype, name) in [
+        (trainer::ComputeDtype::Bf16, DType::BF16, "bf16"),
+        (trainer::ComputeDtype::F16, DType::F16, "f16"),
+    ] {
+        if W::dtype_usage(device, dtype).contains(DTypeUsage::Arithmetic) {
+            continue;
+        }
+        let mut cfg = TrainConfig {
+            data: vec![dataset(&tmp)],
+            method: Method::Qlora,
+            device: setting,
+            max_steps: 1,
+            ..TrainConfig::default()
+        };
+        cfg.quant.compute_dtype = setting_dtype;
+        let paths = RunPaths {
+            model: llama_model::ModelSource::from_path(
+                root().join("crates/llama-model/tests/fixtures/models/mha_untied"),
+            )
+            .unwrap(),
+            run_dir: tmp.join(name),
+            resume: false,
+        };
+        let never = AtomicBool::new(false);
+        let e = run::<W>(&cfg, &paths, device, &mut trainer::Quiet, &never)
+            .err()
+            .unwrap_or_else(|| panic!("{name} compute ran on a device without {name}"))
+            .to_string();
+        assert!(
+            e.contains(&format!("quant.compute_dtype = {name}"))
+                && e.contains(&format!("has no {name} arithmetic"))
+                && e.contains("--compute-dtype f32"),
+            "{e}"
+        );
+        checked += 1;
+    }
+    eprintln!("{tag}: {checked} missing half type(s) refused");
+    let _ = std::fs::remove_dir_all(&tmp);
 }
