@@ -152,10 +152,10 @@ mod kernels {
     /// `out[r, j] = Σ_k x[r, k] · W[j, k]` straight from the packed codes (the dense weight is
     /// never written): one cube per output feature `j` (`CUBE_POS`, any grid shape), its `units`
     /// units striding over `k` so that consecutive units read consecutive code bytes, the partial
-    /// sums reduced pairwise in shared memory. `scales[b] + offset[0]` is block `b`'s absmax:
-    /// the f32 absmax with a zero offset, or, with double quantization, `nested_absmax_kernel`'s
-    /// products and the nested offset. Each weight value therefore has the dequantization
-    /// kernels' bits (`x + 0.0 == x`); only the order of the sum differs from a gemm's.
+    /// sums reduced pairwise in shared memory. Block `b`'s absmax is `scales[b]` (the f32 absmax),
+    /// or with double quantization (`nested`) `scales[b] + offset[0]` (`nested_absmax_kernel`'s
+    /// products and the nested offset). Each weight value therefore has the dequantization
+    /// kernels' bits; only the order of the sum differs from a gemm's.
     #[cube(launch, address_type = "dynamic")]
     #[allow(clippy::too_many_arguments)]
     pub(super) fn matmul_4bit_kernel(
@@ -171,6 +171,7 @@ mod kernels {
         blocksize: usize,
         half_units: usize,
         #[comptime] units: usize,
+        #[comptime] nested: bool,
     ) {
         let j = CUBE_POS;
         if j >= out_features {
@@ -179,14 +180,17 @@ mod kernels {
         let unit = UNIT_POS_X as usize;
         let mut partial = SharedMemory::<f32>::new(units);
         let base = j * in_features;
-        let shift = offset[0];
         for r in 0..rows {
             let mut acc = f32::new(0.0);
             let mut k = unit;
             while k < in_features {
                 let i = base + k;
                 let code = usize::cast_from(packed[i / 2]);
-                let w = pairs[code * 2 + i % 2] * (scales[i / blocksize] + shift);
+                let mut scale = scales[i / blocksize];
+                if nested {
+                    scale += offset[0];
+                }
+                let w = pairs[code * 2 + i % 2] * scale;
                 acc += x[r * in_features + k] * w;
                 k += units;
             }
@@ -294,18 +298,7 @@ where
         "4-bit block size {blocksize} is not even"
     );
 
-    let packed = int_buffer(&w.packed, IntDType::U8);
-    let pairs = f32_buffer(&w.pairs);
-    assert_eq!(
-        packed.meta.num_elements(),
-        nbytes,
-        "packed codes of a [{out_features}, {in_features}] weight"
-    );
-    assert_eq!(
-        pairs.meta.num_elements(),
-        512,
-        "the nibble-pair table is [256, 2]"
-    );
+    let (packed, pairs) = codes_and_pairs(w);
     let out = empty_f32(&packed, Shape::new([out_features, in_features]));
     if numel == 0 {
         return out;
@@ -356,6 +349,34 @@ where
         }
     }
     out
+}
+
+/// The packed codes as a `u8` buffer and the `[256, 2]` nibble-pair table of a 4-bit weight.
+fn codes_and_pairs<R, F, I, BT>(w: &Weight4<Cube<R, F, I, BT>>) -> (CubeTensor<R>, CubeTensor<R>)
+where
+    R: CubeRuntime,
+    F: FloatElement,
+    I: IntElement,
+    BT: BoolElement,
+{
+    let Meta4 {
+        out_features,
+        in_features,
+        ..
+    } = w.meta;
+    let packed = int_buffer(&w.packed, IntDType::U8);
+    let pairs = f32_buffer(&w.pairs);
+    assert_eq!(
+        packed.meta.num_elements(),
+        (out_features * in_features).div_ceil(2),
+        "packed codes of a [{out_features}, {in_features}] weight"
+    );
+    assert_eq!(
+        pairs.meta.num_elements(),
+        512,
+        "the nibble-pair table is [256, 2]"
+    );
+    (packed, pairs)
 }
 
 /// Double quantization's first launch: `prod[b] = map[codes[b]] * scales[b / 256]` (one f32 per
@@ -420,7 +441,11 @@ const FUSED_UNITS: usize = 64;
 
 /// `x · dequant(W)ᵀ` for a 4-bit weight without writing the dense weight: `x` f32
 /// `[rows, in_features]`, the result f32 `[rows, out_features]`.
-fn matmul_4bit_fused<R, F, I, BT>(x: CubeTensor<R>, w: &Weight4<Cube<R, F, I, BT>>) -> CubeTensor<R>
+fn matmul_4bit_fused<R, F, I, BT>(
+    x: CubeTensor<R>,
+    rows: usize,
+    w: &Weight4<Cube<R, F, I, BT>>,
+) -> CubeTensor<R>
 where
     R: CubeRuntime,
     F: FloatElement,
@@ -433,34 +458,25 @@ where
         in_features,
         ..
     } = w.meta;
-    let rows = x.meta.num_elements() / in_features.max(1);
     let numel = out_features * in_features;
     let blocks = numel.div_ceil(blocksize);
-    let packed = int_buffer(&w.packed, IntDType::U8);
-    let pairs = f32_buffer(&w.pairs);
-    assert_eq!(
-        packed.meta.num_elements(),
-        numel.div_ceil(2),
-        "packed codes"
-    );
-    assert_eq!(
-        pairs.meta.num_elements(),
-        512,
-        "the nibble-pair table is [256, 2]"
-    );
-    let (scales, offset) = match &w.absmax {
+    let (packed, pairs) = codes_and_pairs(w);
+    // Plain absmax: the kernel never reads `offset` (comptime `nested` false); any buffer will do.
+    let (scales, offset, nested) = match &w.absmax {
         DeviceAbsmax::F32(a) => {
             let absmax = f32_buffer(a);
             assert_eq!(absmax.meta.num_elements(), blocks, "absmax values");
-            let zero = Tensor::<Cube<R, F, I, BT>, 1>::zeros([1], &absmax.device);
-            (absmax, f32_buffer(&zero))
+            (absmax.clone(), absmax, false)
         }
         DeviceAbsmax::Nested(NestedDevice {
             codes,
             scales,
             offset,
             map,
-        }) => nested_products(codes, scales, offset, map, blocks),
+        }) => {
+            let (prod, offset) = nested_products(codes, scales, offset, map, blocks);
+            (prod, offset, true)
+        }
     };
     let out = empty_f32(&packed, Shape::new([rows, out_features]));
     if rows == 0 || out_features == 0 {
@@ -488,6 +504,7 @@ where
         blocksize,
         FUSED_UNITS / 2,
         FUSED_UNITS,
+        nested,
     );
     out
 }
@@ -562,8 +579,9 @@ where
     ) -> Tensor<Self, 2> {
         match weight {
             QuantWeight::Four(w) if fused_applies(&x, weight, compute) => {
+                let rows = x.dims()[0];
                 let x = into_contiguous(x.into_primitive().tensor());
-                Tensor::from_primitive(TensorPrimitive::Float(matmul_4bit_fused(x, w)))
+                Tensor::from_primitive(TensorPrimitive::Float(matmul_4bit_fused(x, rows, w)))
             }
             _ => {
                 let (_, in_features) = weight.dims();

@@ -288,19 +288,7 @@ fn layers_match_the_cpu<W: Gpu>(device: &W::Device) {
 
 /// A small Alpaca-style file of 16 records.
 fn dataset(dir: &Path) -> PathBuf {
-    std::fs::create_dir_all(dir).unwrap();
-    let path = dir.join("train.jsonl");
-    let lines: Vec<String> = (0..16)
-        .map(|i| {
-            serde_json::json!({
-                "instruction": format!("Count to {i}."),
-                "output": (0..=i % 5).map(|k| k.to_string()).collect::<Vec<_>>().join(" "),
-            })
-            .to_string()
-        })
-        .collect();
-    std::fs::write(&path, lines.join("\n")).unwrap();
-    path
+    common::counting_data(dir, 16, 5)
 }
 
 struct StopAt(u64, &'static AtomicBool);

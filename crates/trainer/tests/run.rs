@@ -2,14 +2,15 @@
 //! uninterrupted one's losses bit for bit; a non-finite loss stops the run (or is skipped) and the
 //! last checkpoint stays loadable; the run directory holds what a user expects.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use burn_autodiff::Autodiff;
 use trainer::report::read_metrics;
 use trainer::{Method, Observer, OnNonFinite, RunPaths, StepStats, TrainConfig, run};
 
-type Ad = Autodiff<burn_flex::Flex>;
+use common::{Ad, root};
 
 /// Runs draw adapter initialisation and dropout masks from the backend's process-wide generator
 /// (seeded per step); tests in this binary run in parallel threads, so they take turns.
@@ -19,29 +20,13 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 fn model() -> PathBuf {
     root().join("crates/llama-model/tests/fixtures/models/mha_untied")
 }
 
 /// A small Alpaca-style file of 24 records.
 fn dataset(dir: &Path) -> PathBuf {
-    std::fs::create_dir_all(dir).unwrap();
-    let path = dir.join("train.jsonl");
-    let lines: Vec<String> = (0..24)
-        .map(|i| {
-            serde_json::json!({
-                "instruction": format!("Count to {i}."),
-                "output": (0..=i % 7).map(|k| k.to_string()).collect::<Vec<_>>().join(" "),
-            })
-            .to_string()
-        })
-        .collect();
-    std::fs::write(&path, lines.join("\n")).unwrap();
-    path
+    common::counting_data(dir, 24, 7)
 }
 
 fn config(dir: &Path, method: Method) -> TrainConfig {

@@ -30,6 +30,24 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// An Alpaca-style `train.jsonl` in `dir` of `records` records: "Count to i." answered with the
+/// numbers 0..=i % `cycle`.
+pub fn counting_data(dir: &Path, records: usize, cycle: usize) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join("train.jsonl");
+    let lines: Vec<String> = (0..records)
+        .map(|i| {
+            serde_json::json!({
+                "instruction": format!("Count to {i}."),
+                "output": (0..=i % cycle).map(|k| k.to_string()).collect::<Vec<_>>().join(" "),
+            })
+            .to_string()
+        })
+        .collect();
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    path
+}
+
 /// The LoRA fixture (scripts/fixtures/make_trainer_fixtures.py).
 pub fn lora_golden() -> PathBuf {
     root().join("crates/trainer/tests/fixtures/golden")
