@@ -3,6 +3,7 @@
 
 mod backend;
 mod bench_model;
+mod bench_serve;
 mod bench_train;
 mod convert;
 mod data;
@@ -65,6 +66,8 @@ enum Command {
     ExportGguf(export_gguf::Args),
     /// List the devices this binary can run on (CPU, CUDA GPUs, wgpu adapters) and their --device names.
     Devices(devices::Args),
+    /// Throughput and time to first token of `serve` with 1, 4 and 16 concurrent streaming clients.
+    BenchServe(bench_serve::Args),
     /// Serve a model and its adapters over an OpenAI-compatible HTTP API (chat, completions, streaming).
     Serve(serve::Args),
     /// Fuzz one parser with AFL++ for N minutes and print executions, corpus, crashes and hangs.
@@ -89,6 +92,7 @@ fn main() {
         Command::Convert(args) => convert::run(args),
         Command::ExportGguf(args) => export_gguf::run(args),
         Command::Serve(args) => backend::dispatch(args),
+        Command::BenchServe(args) => backend::dispatch(args),
         Command::Fuzz(args) => fuzz::run(args),
     };
     if let Err(e) = result {
