@@ -96,7 +96,7 @@ impl Job for Args {
         let mut model = source.load::<B>(&device)?;
         for (name, dir) in &adapters {
             llama_model::load_named_adapter(&mut model, dir, name)
-                .with_context(|| format!("--adapter {name}={}", dir.display()))?;
+                .with_context(|| format!("--adapter {name}"))?;
         }
         pb.finish_and_clear();
         let addr = format!("{}:{}", self.host, self.port);

@@ -441,6 +441,62 @@ const CASES: &[Case] = &[
         },
         expect: &["m.gguf", "exists", "--overwrite"],
     },
+    // Serving.
+    Case {
+        name: "serve with an adapter without a name",
+        setup: |_| {
+            args(&[
+                "serve",
+                "--model",
+                &s(&fixture_model()),
+                "--adapter",
+                "some/dir",
+            ])
+        },
+        expect: &["--adapter some/dir", "NAME=DIR"],
+    },
+    Case {
+        name: "serve with a missing adapter directory",
+        setup: |d| {
+            let missing = d.join("no-adapter");
+            vec![
+                "serve".into(),
+                "--model".into(),
+                s(&fixture_model()),
+                "--adapter".into(),
+                format!("tuned={}", s(&missing)),
+                "--port".into(),
+                "0".into(),
+            ]
+        },
+        expect: &["--adapter tuned: ", "no-adapter", "No such file"],
+    },
+    Case {
+        name: "serve with a context beyond the model's positions",
+        setup: |_| {
+            args(&[
+                "serve",
+                "--model",
+                &s(&fixture_model()),
+                "--context",
+                "100000",
+                "--port",
+                "0",
+            ])
+        },
+        expect: &["--context 100000", "max_position_embeddings"],
+    },
+    Case {
+        name: "serve on a port that is taken",
+        setup: |_| {
+            let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = taken.local_addr().unwrap().port().to_string();
+            // Kept open for the life of the test process.
+            std::mem::forget(taken);
+            args(&["serve", "--model", &s(&fixture_model()), "--port", &port])
+        },
+        expect: &["--port", "cannot listen", "in use"],
+    },
     // Training settings.
     Case {
         name: "train with lora.alpha 0",

@@ -519,14 +519,17 @@ async fn shutdown_lets_the_answers_under_way_finish() {
     let (model, tok) = long_model();
     let (server, url) = start(model, tok, &[], options(4, 8, 1 << 16));
     let endpoint = format!("{url}/v1/completions");
-    let body = json!({"model": "base", "prompt": "go", "max_tokens": 200, "temperature": 0, "stream": true});
-    let answer = tokio::spawn(async move { joined(&stream(&endpoint, body).await, 1) });
+    let body = json!({"model": "base", "prompt": "go", "max_tokens": 3000, "temperature": 0, "stream": true, "stream_options": {"include_usage": true}});
+    let answer = tokio::spawn(async move { stream(&endpoint, body).await });
     wait_for(&url, "running", 1).await;
     tokio::task::spawn_blocking(move || server.shutdown().unwrap())
         .await
         .unwrap();
-    let (_, finish) = answer.await.unwrap();
+    let events = answer.await.unwrap();
+    let (_, finish) = joined(&events, 1);
     assert_eq!(finish[0], "length", "the answer under way ran to its end");
+    let usage: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
+    assert_eq!(usage["usage"]["completion_tokens"], 3000);
     assert!(
         reqwest::get(format!("{url}/health")).await.is_err(),
         "no new connections after shutdown"
