@@ -84,6 +84,9 @@ pub struct Args {
     /// Activation checkpointing: less memory, about a third more compute.
     #[arg(long)]
     gradient_checkpointing: bool,
+    /// Also report metrics to TensorBoard (`<run>/tensorboard/`; `tensorboard --logdir runs`).
+    #[arg(long, value_enum, value_name = "TARGET")]
+    report_to: Vec<trainer::ReportTo>,
     /// Any other field: `--set quant.blocksize=128 --set schedule=linear`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
@@ -154,6 +157,11 @@ impl Args {
         }
         if self.gradient_checkpointing {
             c.gradient_checkpointing = true;
+        }
+        for r in &self.report_to {
+            if !c.report_to.contains(r) {
+                c.report_to.push(*r);
+            }
         }
         for s in &self.set {
             c.apply_override(s).map_err(|e| anyhow!("--set {s}: {e}"))?;
@@ -297,6 +305,10 @@ pub fn run(args: Args) -> Result<()> {
         eprintln!("validation loss {a:.4} -> {b:.4}");
     }
     eprintln!("run directory: {}", run_dir.display());
+    // The result a script reads: one JSON line on stdout (summary.json plus the run directory).
+    let mut result = serde_json::to_value(&summary)?;
+    result["run_dir"] = serde_json::Value::String(run_dir.display().to_string());
+    println!("{result}");
     Ok(())
 }
 

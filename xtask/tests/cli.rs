@@ -597,3 +597,59 @@ fn merge_requantize_keeps_the_model_4bit_and_reports_rounding() {
     );
     assert!(!out.exists());
 }
+
+/// `train` prints its result as one JSON line on stdout (logs and progress go to stderr) and,
+/// with `--report-to tensorboard`, leaves an event file; `loss.png` is drawn.
+#[test]
+fn train_prints_its_summary_on_stdout_and_writes_tensorboard_events() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("cli-train-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = dir.join("train.jsonl");
+    let lines: Vec<String> = (0..12)
+        .map(|i| {
+            serde_json::json!({"instruction": format!("Say {i}."), "output": i.to_string()})
+                .to_string()
+        })
+        .collect();
+    std::fs::write(&data, lines.join("\n")).unwrap();
+    let model = fixtures().join("models/mha_untied");
+    let out = xtask(&[
+        "train",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--method",
+        "lora",
+        "--max-steps",
+        "3",
+        "--batch-size",
+        "2",
+        "--max-seq-len",
+        "128",
+        "--output-dir",
+        dir.to_str().unwrap(),
+        "--run-name",
+        "tb",
+        "--report-to",
+        "tensorboard",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "one result line on stdout: {stdout}");
+    let result: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(result["steps"], 3);
+    let run = PathBuf::from(result["run_dir"].as_str().unwrap());
+    assert_eq!(run, dir.join("tb"));
+    assert!(run.join("loss.png").is_file());
+    let events: Vec<_> = std::fs::read_dir(run.join("tensorboard"))
+        .unwrap()
+        .collect();
+    assert_eq!(events.len(), 1);
+    assert!(stderr.contains("TensorBoard events:"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

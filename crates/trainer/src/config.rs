@@ -47,6 +47,14 @@ pub enum OnNonFinite {
     Skip,
 }
 
+/// Where a run's metrics go besides `metrics.jsonl` (transformers' `report_to`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ReportTo {
+    /// TensorBoard event files in `<run>/tensorboard/` (`tensorboard --logdir runs`).
+    Tensorboard,
+}
+
 /// Where the run trains: `cpu` (burn-flex), `ndarray` (burn-ndarray), `cuda` (GPU 0) or
 /// `cuda:N`, `wgpu` (wgpu's default adapter: Vulkan, or Metal on macOS) or `wgpu:N` (the N-th
 /// adapter `cargo xtask devices` lists). Written and read as that string (TOML, `--device`, `--set device=...`).
@@ -331,6 +339,8 @@ pub struct TrainConfig {
     pub sample_prompts: Vec<String>,
     /// New tokens per sample answer.
     pub sample_tokens: usize,
+    /// Also report metrics to: `["tensorboard"]`.
+    pub report_to: Vec<ReportTo>,
     /// Adapter settings.
     pub lora: LoraSection,
     /// 4-bit base settings.
@@ -369,6 +379,7 @@ impl Default for TrainConfig {
             on_non_finite: OnNonFinite::Stop,
             sample_prompts: Vec::new(),
             sample_tokens: 48,
+            report_to: Vec::new(),
             lora: LoraSection::default(),
             quant: QuantSection::default(),
         }

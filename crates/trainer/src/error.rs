@@ -39,6 +39,9 @@ pub enum Error {
     /// The accelerator ran out of memory; the message names the batch and what to change.
     #[error("{0}")]
     OutOfMemory(String),
+    /// Drawing `loss.png` failed.
+    #[error("drawing the loss plot: {0}")]
+    Plot(String),
     /// From the model crate.
     #[error(transparent)]
     Model(#[from] llama_model::Error),

@@ -27,12 +27,13 @@ pub mod run;
 pub mod schedule;
 pub mod setup;
 pub mod step;
+pub mod tensorboard;
 
 pub use batch::{BatchTensors, batch_tensors, labels_tensor};
 pub use checkpoint::TrainerState;
 pub use config::{
     ComputeDtype, DataFormat, Device, LoraSection, Method, OnNonFinite, QuantSection, QuantType,
-    TrainConfig,
+    ReportTo, TrainConfig,
 };
 pub use error::{Error, Result};
 pub use estimate::{Estimate, EstimateInput, estimate};

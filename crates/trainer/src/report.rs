@@ -120,7 +120,14 @@ pub fn keep_metrics(path: &Path, step: u64) -> Result<()> {
 /// The end of a run's report: `loss.png` from `metrics.jsonl`, and `summary.json`.
 pub fn write_summary(run_dir: &Path, summary: &Summary) -> Result<()> {
     let metrics = read_metrics(&run_dir.join("metrics.jsonl"), None)?;
-    crate::plot::loss_plot(&metrics, &run_dir.join("loss.png"))?;
+    let name = run_dir
+        .file_name()
+        .map_or_else(|| "run".into(), |n| n.to_string_lossy().into_owned());
+    crate::plot::loss_plot(
+        &metrics,
+        &format!("{name}: training loss"),
+        &run_dir.join("loss.png"),
+    )?;
     write_json(&run_dir.join("summary.json"), summary)
 }
 

@@ -15,7 +15,7 @@ use llama_tokenizer::{LlamaTokenizer, Message};
 use quant::QuantBackend;
 
 use crate::checkpoint::{self, TrainerState};
-use crate::config::{Method, OnNonFinite, TrainConfig};
+use crate::config::{Method, OnNonFinite, ReportTo, TrainConfig};
 use crate::error::{Error, Result};
 use crate::files::write_atomic;
 use crate::loss::{count_targets, default_chunk_rows, summed_lm_loss};
@@ -184,7 +184,13 @@ where
         optimizer: AdamW::new(config.optimizer),
         state,
         resume_from,
+        tensorboard: None,
     };
+    if config.report_to.contains(&ReportTo::Tensorboard) {
+        let writer = crate::tensorboard::EventWriter::create(&paths.run_dir.join("tensorboard"))?;
+        observer.info(&format!("TensorBoard events: {}", writer.path().display()));
+        run.tensorboard = Some(writer);
+    }
     // Loop, evaluate, save, report.
     run.evaluate_before(&model, observer)?;
     run.resume(observer)?;
@@ -333,6 +339,8 @@ struct Run<'a, B: AutodiffBackend> {
     state: TrainerState,
     /// The checkpoint this run resumed from.
     resume_from: Option<PathBuf>,
+    /// TensorBoard's event file (`report_to = ["tensorboard"]`).
+    tensorboard: Option<crate::tensorboard::EventWriter>,
 }
 
 impl<B> Run<'_, B>
@@ -342,6 +350,25 @@ where
 {
     fn metrics_path(&self) -> PathBuf {
         self.paths.run_dir.join("metrics.jsonl")
+    }
+
+    /// Appends `line` to `metrics.jsonl` and, with TensorBoard on, its scalars to the event
+    /// file (the names transformers' Trainer uses; `tokens_per_s` is the run's average so far).
+    fn record(&mut self, line: &Metric, tokens_per_s: Option<f64>) -> Result<()> {
+        report::append_metric(&self.metrics_path(), line)?;
+        if let Some(tb) = self.tensorboard.as_mut() {
+            let mut scalars = Vec::new();
+            if line.kind == "eval" {
+                scalars.push(("eval/loss", line.loss));
+            } else {
+                scalars.push(("train/loss", line.loss));
+                scalars.extend(line.lr.map(|v| ("train/learning_rate", v)));
+                scalars.extend(line.grad_norm.map(|v| ("train/grad_norm", v)));
+                scalars.extend(tokens_per_s.map(|v| ("train/tokens_per_s", v)));
+            }
+            tb.scalars(line.step, &scalars)?;
+        }
+        Ok(())
     }
 
     fn elapsed_s(&self) -> f64 {
@@ -412,6 +439,10 @@ where
                 "validation loss before: {l:.4} (perplexity {:.2})",
                 l.exp()
             ));
+            // Step 0 in TensorBoard; `metrics.jsonl` keeps it in the summary instead.
+            if let Some(tb) = self.tensorboard.as_mut() {
+                tb.scalars(0, &[("eval/loss", l)])?;
+            }
         }
         self.show_samples(model, observer, "before")
     }
@@ -465,7 +496,7 @@ where
             let tps = self.state.tokens as f64 / self.state.train_seconds.max(1e-9);
             observer.step(self.state.step, self.config.max_steps, &stats, tps);
             let line = Metric::train(self.state.step, &stats, self.elapsed_s());
-            report::append_metric(&self.metrics_path(), &line)?;
+            self.record(&line, Some(tps))?;
             self.evaluate_and_save_periodically(&model, observer)?;
         }
         Ok((model, false))
@@ -529,7 +560,7 @@ where
     /// Every `eval_every` steps the validation loss and samples, every `save_every` steps a
     /// checkpoint (not at the last step: the end of the run does both).
     fn evaluate_and_save_periodically(
-        &self,
+        &mut self,
         model: &Llama<B>,
         observer: &mut dyn Observer,
     ) -> Result<()> {
@@ -542,7 +573,7 @@ where
                     l.exp()
                 ));
                 let line = Metric::eval(step, l, self.elapsed_s());
-                report::append_metric(&self.metrics_path(), &line)?;
+                self.record(&line, None)?;
             }
             self.show_samples(model, observer, &format!("step {step}"))?;
         }
@@ -554,7 +585,11 @@ where
     }
 
     /// After training: the validation loss (also when interrupted).
-    fn evaluate_after(&self, model: &Llama<B>, observer: &mut dyn Observer) -> Result<Option<f64>> {
+    fn evaluate_after(
+        &mut self,
+        model: &Llama<B>,
+        observer: &mut dyn Observer,
+    ) -> Result<Option<f64>> {
         let loss = self.validation_loss(model);
         if let Some(l) = loss {
             observer.info(&format!(
@@ -562,7 +597,7 @@ where
                 l.exp()
             ));
             let line = Metric::eval(self.state.step, l, self.elapsed_s());
-            report::append_metric(&self.metrics_path(), &line)?;
+            self.record(&line, None)?;
         }
         Ok(loss)
     }

@@ -175,6 +175,7 @@ fn a_run_leaves_a_peft_adapter_metrics_and_a_summary() {
     let cfg = TrainConfig {
         save_every: 2,
         keep_checkpoints: 2,
+        report_to: vec![trainer::ReportTo::Tensorboard],
         ..config(&tmp, Method::Qlora)
     };
     let paths = RunPaths {
@@ -223,6 +224,36 @@ fn a_run_leaves_a_peft_adapter_metrics_and_a_summary() {
     }
     assert_eq!(s.steps, 6);
     assert!(s.tokens > 0 && s.peak_rss_bytes > 0);
+    // TensorBoard: one event file, every record's CRCs valid, a loss per step.
+    let tb: Vec<PathBuf> = std::fs::read_dir(d.join("tensorboard"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(tb.len(), 1, "{tb:?}");
+    let name = tb[0].file_name().unwrap().to_string_lossy().into_owned();
+    assert!(name.starts_with("events.out.tfevents."), "{name}");
+    let bytes = std::fs::read(&tb[0]).unwrap();
+    let (mut at, mut records) = (0, Vec::new());
+    while at < bytes.len() {
+        let len = u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap()) as usize;
+        let data = &bytes[at + 12..at + 12 + len];
+        let crc = u32::from_le_bytes(bytes[at + 12 + len..at + 16 + len].try_into().unwrap());
+        let masked = trainer::tensorboard::crc32c(data)
+            .rotate_right(15)
+            .wrapping_add(0xa282_ead8);
+        assert_eq!(crc, masked, "record {}", records.len());
+        records.push(data.to_vec());
+        at += 16 + len;
+    }
+    let with_tag = |tag: &str| {
+        records
+            .iter()
+            .filter(|r| r.windows(tag.len()).any(|w| w == tag.as_bytes()))
+            .count()
+    };
+    assert_eq!(with_tag("train/loss"), 6);
+    assert_eq!(with_tag("train/learning_rate"), 6);
+    assert_eq!(with_tag("eval/loss"), 2, "before and after");
     // The saved config reads back to the same configuration.
     let back = TrainConfig::from_file(&d.join("config.toml")).unwrap();
     assert_eq!(back, cfg);
