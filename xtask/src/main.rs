@@ -17,6 +17,7 @@ mod fuzz;
 mod generate;
 mod merge;
 mod out_dir;
+mod publish;
 mod quantize;
 mod random_model;
 mod serve;
@@ -68,6 +69,8 @@ enum Command {
     Devices(devices::Args),
     /// Throughput and time to first token of `serve` with 1, 4 and 16 concurrent streaming clients.
     BenchServe(bench_serve::Args),
+    /// A trained run as a folder ready for the Hugging Face hub (adapter or merged model, tokenizer, card, plot, GGUF).
+    Publish(publish::Args),
     /// Serve a model and its adapters over an OpenAI-compatible HTTP API (chat, completions, streaming).
     Serve(serve::Args),
     /// Fuzz one parser with AFL++ for N minutes and print executions, corpus, crashes and hangs.
@@ -92,6 +95,7 @@ fn main() {
         Command::Convert(args) => convert::run(args),
         Command::ExportGguf(args) => export_gguf::run(args),
         Command::Serve(args) => backend::dispatch(args),
+        Command::Publish(args) => publish::run(args),
         Command::BenchServe(args) => backend::dispatch(args),
         Command::Fuzz(args) => fuzz::run(args),
     };
