@@ -21,6 +21,7 @@ mod publish;
 mod quantize;
 mod random_model;
 mod serve;
+mod sweep;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -71,6 +72,8 @@ enum Command {
     BenchServe(bench_serve::Args),
     /// A trained run as a folder ready for the Hugging Face hub (adapter or merged model, tokenizer, card, plot, GGUF).
     Publish(publish::Args),
+    /// Grid or random search over training settings; results table, plots and the best train.toml.
+    Sweep(sweep::Args),
     /// Serve a model and its adapters over an OpenAI-compatible HTTP API (chat, completions, streaming).
     Serve(serve::Args),
     /// Fuzz one parser with AFL++ for N minutes and print executions, corpus, crashes and hangs.
@@ -96,6 +99,7 @@ fn main() {
         Command::ExportGguf(args) => export_gguf::run(args),
         Command::Serve(args) => backend::dispatch(args),
         Command::Publish(args) => publish::run(args),
+        Command::Sweep(args) => sweep::run(args),
         Command::BenchServe(args) => backend::dispatch(args),
         Command::Fuzz(args) => fuzz::run(args),
     };

@@ -54,6 +54,15 @@ pub fn ema(values: &[f64], weight: f64) -> Vec<f64> {
         .collect()
 }
 
+/// A step axis tick: whole steps only (plotters may put ticks at half steps on short runs).
+fn step_label(x: &f64) -> String {
+    if (x - x.round()).abs() < 1e-9 {
+        format!("{}", x.round() as i64)
+    } else {
+        String::new()
+    }
+}
+
 /// Decimals that tell ticks `step` apart.
 fn decimals(range: f64) -> usize {
     let step = range / 6.0;
@@ -137,7 +146,7 @@ pub fn render(metrics: &[Metric], title: &str) -> Result<Option<Vec<u8>>> {
             .y_desc("loss")
             .axis_desc_style((FONT, 15))
             .label_style((FONT, 13))
-            .x_label_formatter(&|x| format!("{}", x.round() as i64))
+            .x_label_formatter(&step_label)
             .y_label_formatter(&|y| format!("{y:.y_dec$}"))
             .light_line_style(RGBColor(238, 238, 238))
             .bold_line_style(RGBColor(215, 215, 215))
@@ -202,7 +211,7 @@ pub fn render(metrics: &[Metric], title: &str) -> Result<Option<Vec<u8>>> {
                 .axis_desc_style((FONT, 15))
                 .label_style((FONT, 13))
                 .y_labels(4)
-                .x_label_formatter(&|x| format!("{}", x.round() as i64))
+                .x_label_formatter(&step_label)
                 .y_label_formatter(&|y| format!("{y:.1e}"))
                 .light_line_style(RGBColor(238, 238, 238))
                 .bold_line_style(RGBColor(215, 215, 215))
@@ -223,6 +232,11 @@ pub fn loss_plot(metrics: &[Metric], title: &str, path: &Path) -> Result<()> {
     let Some(rgb) = render(metrics, title)? else {
         return Ok(());
     };
+    write_png(&rgb, path)
+}
+
+/// Writes a `W x H` RGB buffer as PNG (atomically).
+fn write_png(rgb: &[u8], path: &Path) -> Result<()> {
     crate::files::write_atomic(path, |tmp| {
         let file = std::fs::File::create(tmp)?;
         let mut enc = png::Encoder::new(std::io::BufWriter::new(file), W, H);
@@ -230,7 +244,7 @@ pub fn loss_plot(metrics: &[Metric], title: &str, path: &Path) -> Result<()> {
         enc.set_depth(png::BitDepth::Eight);
         let mut writer = enc.write_header().map_err(std::io::Error::other)?;
         writer
-            .write_image_data(&rgb)
+            .write_image_data(rgb)
             .map_err(std::io::Error::other)?;
         writer.finish().map_err(std::io::Error::other)
     })
@@ -310,4 +324,178 @@ mod tests {
         assert_eq!(decimals(6.0), 0);
         assert_eq!(decimals(0.006), 3);
     }
+}
+
+/// One trial of a hyperparameter search, as the sweep plot draws it.
+#[derive(Debug, Clone)]
+pub struct TrialCurve {
+    /// Label in the legend.
+    pub label: String,
+    /// Validation losses `(step, loss)`.
+    pub evals: Vec<(f64, f64)>,
+    /// The objective (final validation loss), if the trial ended.
+    pub objective: Option<f64>,
+    /// The trial was stopped early.
+    pub pruned: bool,
+    /// `(setting, value)`: numeric values as numbers, others as their position in `categories`.
+    pub settings: Vec<(String, f64)>,
+}
+
+const PALETTE: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
+
+/// `sweep.png`: the validation-loss curve of every trial (pruned ones dashed-faint) on top, and
+/// below one panel per setting with the objective of each finished trial against the setting's
+/// value. `settings` names the settings in order, with how to label their ticks.
+pub fn sweep_plot(
+    trials: &[TrialCurve],
+    settings: &[(String, Vec<String>)],
+    title: &str,
+    path: &Path,
+) -> Result<()> {
+    if trials.iter().all(|t| t.evals.is_empty()) {
+        return Ok(());
+    }
+    font()?;
+    let all: Vec<(f64, f64)> = trials
+        .iter()
+        .flat_map(|t| t.evals.iter().copied())
+        .collect();
+    let x_max = all.iter().map(|p| p.0).fold(1.0, f64::max);
+    let (lo, hi) = all
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
+            (a.min(p.1), b.max(p.1))
+        });
+    let (lo, hi) = padded(lo, hi);
+    let dec = decimals(hi - lo);
+    let mut buf = vec![255u8; (W * H * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (W, H)).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_error)?;
+        let root = root
+            .titled(title, (FONT, 22).into_font())
+            .map_err(plot_error)?;
+        let (top, bottom) =
+            root.split_vertically(if settings.is_empty() { H } else { H * 62 / 100 });
+        let mut chart = ChartBuilder::on(&top)
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(64)
+            .build_cartesian_2d(0.0..x_max, lo..hi)
+            .map_err(plot_error)?;
+        chart
+            .configure_mesh()
+            .x_desc("step")
+            .y_desc("validation loss")
+            .axis_desc_style((FONT, 15))
+            .label_style((FONT, 13))
+            .x_label_formatter(&step_label)
+            .y_label_formatter(&|y| format!("{y:.dec$}"))
+            .light_line_style(RGBColor(238, 238, 238))
+            .bold_line_style(RGBColor(215, 215, 215))
+            .draw()
+            .map_err(plot_error)?;
+        for (i, t) in trials.iter().enumerate() {
+            let color = PALETTE[i % PALETTE.len()];
+            let style = if t.pruned {
+                color.mix(0.35).stroke_width(1)
+            } else {
+                color.stroke_width(2)
+            };
+            let label = if t.pruned {
+                format!("{} (pruned)", t.label)
+            } else {
+                t.label.clone()
+            };
+            chart
+                .draw_series(LineSeries::new(t.evals.iter().copied(), style))
+                .map_err(plot_error)?
+                .label(label)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(RGBColor(200, 200, 200))
+            .label_font((FONT, 11))
+            .draw()
+            .map_err(plot_error)?;
+        let panels = bottom.split_evenly((1, settings.len().max(1)));
+        for (k, ((name, ticks), panel)) in settings.iter().zip(panels.iter()).enumerate() {
+            let points: Vec<(f64, f64)> = trials
+                .iter()
+                .filter(|t| !t.pruned)
+                .filter_map(|t| Some((t.settings.get(k)?.1, t.objective?)))
+                .collect();
+            if points.is_empty() {
+                continue;
+            }
+            let categorical = !ticks.is_empty();
+            let (x_lo, x_hi) = if categorical {
+                (-0.5, ticks.len() as f64 - 0.5)
+            } else {
+                let (a, b) = points
+                    .iter()
+                    .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
+                        (a.min(p.0), b.max(p.0))
+                    });
+                padded(a, b)
+            };
+            let (o_lo, o_hi) = points
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
+                    (a.min(p.1), b.max(p.1))
+                });
+            let (o_lo, o_hi) = padded(o_lo, o_hi);
+            let odec = decimals(o_hi - o_lo);
+            let mut c = ChartBuilder::on(panel)
+                .margin(10)
+                .x_label_area_size(34)
+                .y_label_area_size(if k == 0 { 58 } else { 44 })
+                .build_cartesian_2d(x_lo..x_hi, o_lo..o_hi)
+                .map_err(plot_error)?;
+            let tick_names = ticks.clone();
+            c.configure_mesh()
+                .x_desc(name.as_str())
+                .y_desc(if k == 0 { "final validation loss" } else { "" })
+                .axis_desc_style((FONT, 13))
+                .label_style((FONT, 11))
+                .x_labels(if categorical { ticks.len() } else { 4 })
+                .x_label_formatter(&move |x| {
+                    if categorical {
+                        let i = x.round();
+                        if (x - i).abs() < 1e-6 && i >= 0.0 {
+                            tick_names.get(i as usize).cloned().unwrap_or_default()
+                        } else {
+                            String::new()
+                        }
+                    } else if x.abs() != 0.0 && (x.abs() < 1e-2 || x.abs() >= 1e4) {
+                        format!("{x:.1e}")
+                    } else {
+                        format!("{x}")
+                    }
+                })
+                .y_label_formatter(&|y| format!("{y:.odec$}"))
+                .light_line_style(RGBColor(240, 240, 240))
+                .bold_line_style(RGBColor(220, 220, 220))
+                .draw()
+                .map_err(plot_error)?;
+            c.draw_series(points.iter().map(|&p| Circle::new(p, 5, TRAIN.filled())))
+                .map_err(plot_error)?;
+        }
+        root.present().map_err(plot_error)?;
+    }
+    write_png(&buf, path)
 }

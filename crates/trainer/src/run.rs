@@ -32,6 +32,8 @@ pub trait Observer {
     fn step(&mut self, step: u64, total: u64, stats: &StepStats, tokens_per_s: f64);
     /// A line of information (evaluations, samples, checkpoints).
     fn info(&mut self, line: &str);
+    /// A validation loss at `step` (0 = before training); hyperparameter search prunes on it.
+    fn eval(&mut self, _step: u64, _loss: f64) {}
 }
 
 /// An observer that prints nothing.
@@ -439,6 +441,7 @@ where
                 "validation loss before: {l:.4} (perplexity {:.2})",
                 l.exp()
             ));
+            observer.eval(0, l);
             // Step 0 in TensorBoard; `metrics.jsonl` keeps it in the summary instead.
             if let Some(tb) = self.tensorboard.as_mut() {
                 tb.scalars(0, &[("eval/loss", l)])?;
@@ -574,6 +577,7 @@ where
                 ));
                 let line = Metric::eval(step, l, self.elapsed_s());
                 self.record(&line, None)?;
+                observer.eval(step, l);
             }
             self.show_samples(model, observer, &format!("step {step}"))?;
         }
@@ -598,6 +602,7 @@ where
             ));
             let line = Metric::eval(self.state.step, l, self.elapsed_s());
             self.record(&line, None)?;
+            observer.eval(self.state.step, l);
         }
         Ok(loss)
     }
