@@ -15,6 +15,7 @@ mod export_gguf;
 mod fetch_default;
 mod fuzz;
 mod generate;
+mod hub;
 mod merge;
 mod out_dir;
 mod publish;

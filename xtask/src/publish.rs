@@ -47,6 +47,13 @@ pub struct Args {
     /// Replace `--out` if it exists.
     #[arg(long)]
     overwrite: bool,
+    /// Upload the folder to this hub model repository (USER/NAME), creating it when missing;
+    /// needs HF_TOKEN (HF_ENDPOINT replaces https://huggingface.co).
+    #[arg(long, value_name = "USER/NAME")]
+    push: Option<String>,
+    /// Create the pushed repository as private.
+    #[arg(long, requires = "push")]
+    private: bool,
 }
 
 /// The hub id of the default model.
@@ -111,6 +118,12 @@ pub fn run(args: Args) -> Result<()> {
         })
         .transpose()?;
     let dtype = SaveDtype::parse(&args.dtype)?;
+    // Checked before anything is written.
+    let hub = args
+        .push
+        .as_ref()
+        .map(|_| crate::hub::Hub::from_env())
+        .transpose()?;
     let source = if config.model.is_empty() {
         crate::backend::default_model()?
     } else {
@@ -263,5 +276,22 @@ pub fn run(args: Args) -> Result<()> {
         files.join(", ")
     );
     println!("{}", final_dir.display());
+    if let (Some(hub), Some(repo)) = (hub, &args.push) {
+        let pb = spinner(&format!("uploading to {}/{repo}", hub.endpoint));
+        let name = run
+            .file_name()
+            .map_or_else(|| "run".into(), |n| n.to_string_lossy().into_owned());
+        let url = hub
+            .push(
+                &final_dir,
+                repo,
+                args.private,
+                &format!("Upload {name} (cargo xtask publish)"),
+            )
+            .with_context(|| format!("--push {repo}"))?;
+        pb.finish_and_clear();
+        eprintln!("pushed to {url}");
+        println!("{url}");
+    }
     Ok(())
 }
