@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, anyhow, bail};
 use burn::tensor::backend::AutodiffBackend;
@@ -44,12 +45,19 @@ struct SweepFile {
     seed: u64,
     /// Early stop of poor trials.
     early_stop: Option<EarlyStop>,
+    /// Trials run side by side (at most; fewer when the memory planner says they do not fit).
+    #[serde(default = "one")]
+    parallel: usize,
     /// The training configuration every trial starts from (any `train.toml` field).
     #[serde(default)]
     base: toml::Table,
     /// Settings to search: `"key" = [values]` (a list of choices), or
     /// `{ uniform = [lo, hi] }`, `{ log_uniform = [lo, hi] }`, `{ int_uniform = [lo, hi] }`.
     params: BTreeMap<String, toml::Value>,
+}
+
+fn one() -> usize {
+    1
 }
 
 fn default_output() -> PathBuf {
@@ -103,8 +111,10 @@ struct State {
     trials: Vec<Trial>,
 }
 
-static STOP: AtomicBool = AtomicBool::new(false);
+/// Set by Ctrl-C: no new trial starts, and every running trial stops at its next step.
 static CTRL_C: AtomicBool = AtomicBool::new(false);
+/// The stop flags of the running trials (Ctrl-C sets them all).
+static RUNNING: Mutex<Vec<Arc<AtomicBool>>> = Mutex::new(Vec::new());
 
 /// A parameter's search space.
 enum Space {
@@ -240,12 +250,14 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-/// Records a trial's validation losses and applies the median rule.
+/// Records a trial's validation losses and applies the median rule against the trials that
+/// have finished so far (also those that finish while this one runs).
 struct Watch<'a> {
     rule: Option<&'a EarlyStop>,
-    finished: &'a [Trial],
+    state: &'a Mutex<State>,
     evals: Vec<(u64, f64)>,
     pruned: bool,
+    stop: Arc<AtomicBool>,
     name: String,
 }
 
@@ -259,8 +271,8 @@ impl Observer for Watch<'_> {
         if step == 0 || step < rule.warmup_steps || self.pruned {
             return;
         }
-        let others: Vec<f64> = self
-            .finished
+        let others: Vec<f64> = lock(self.state)
+            .trials
             .iter()
             .filter(|t| t.status == "done")
             .filter_map(|t| t.evals.iter().find(|e| e.0 == step).map(|e| e.1))
@@ -273,9 +285,13 @@ impl Observer for Watch<'_> {
                 others.len()
             );
             self.pruned = true;
-            STOP.store(true, Ordering::SeqCst);
+            self.stop.store(true, Ordering::SeqCst);
         }
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 struct TrialJob<'a, 'b> {
@@ -294,14 +310,37 @@ impl crate::backend::TrainJob for TrialJob<'_, '_> {
         B: AutodiffBackend + QuantBackend,
         B::InnerBackend: QuantBackend,
     {
+        let stop = self.watch.stop.clone();
         Ok(trainer::run::<B>(
             self.config,
             self.paths,
             &device,
             self.watch,
-            &STOP,
+            &stop,
         )?)
     }
+}
+
+/// Peak memory of one trial by the memory planner.
+fn planned_bytes(source: &llama_model::ModelSource, c: &TrainConfig) -> Result<u64> {
+    let input = trainer::estimate::EstimateInput {
+        model: source.config()?,
+        method: c.method,
+        seq_len: c.max_seq_len,
+        batch: c.batch_size,
+        rank: c.lora.r,
+        weight_bytes: 4,
+        dropout: c.lora.dropout > 0.0,
+        gradient_checkpointing: c.gradient_checkpointing,
+    };
+    Ok(trainer::estimate::estimate(&input).total)
+}
+
+/// `MemAvailable` of /proc/meminfo, in bytes.
+fn available_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
 }
 
 fn write_state(dir: &Path, state: &State) -> Result<()> {
@@ -350,7 +389,7 @@ pub fn run(args: Args) -> Result<()> {
     let dir = sweep.output_dir.join(&sweep.name);
     std::fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
     let state_path = dir.join("sweep.json");
-    let mut state = if state_path.is_file() {
+    let state = if state_path.is_file() {
         let old: State = serde_json::from_str(
             &std::fs::read_to_string(&state_path)
                 .with_context(|| state_path.display().to_string())?,
@@ -379,65 +418,166 @@ pub fn run(args: Args) -> Result<()> {
         if CTRL_C.swap(true, Ordering::SeqCst) {
             std::process::exit(130);
         }
-        STOP.store(true, Ordering::SeqCst);
+        for flag in lock(&RUNNING).iter() {
+            flag.store(true, Ordering::SeqCst);
+        }
         eprintln!(
-            "\nCtrl-C: stopping after this trial's checkpoint; run the same command to resume"
+            "\nCtrl-C: stopping after the running trials' checkpoints; run the same command to resume"
         );
     })
     .context("installing the Ctrl-C handler")?;
+    // Side by side only as many trials as the memory planner says fit in 90% of the free memory.
+    let mut workers = sweep.parallel.max(1);
+    if workers > 1 {
+        let need = configs
+            .iter()
+            .map(|c| planned_bytes(&source, c))
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .max()
+            .unwrap_or(0);
+        let available = available_bytes().unwrap_or(0);
+        let fit = ((available as f64 * 0.9) / need.max(1) as f64).floor() as usize;
+        if fit < workers {
+            eprintln!(
+                "memory planner: a trial needs up to {}, {} is available: {} side by side instead of {workers}",
+                trainer::estimate::human(need),
+                trainer::estimate::human(available),
+                fit.max(1)
+            );
+            workers = fit.max(1);
+        }
+    }
     eprintln!(
-        "sweep {}: {} trials ({:?} search) over {}",
+        "sweep {}: {} trials ({:?} search) over {}{}",
         sweep.name,
         plan.len(),
         sweep.search,
-        sweep.params.keys().cloned().collect::<Vec<_>>().join(", ")
+        sweep.params.keys().cloned().collect::<Vec<_>>().join(", "),
+        if workers > 1 {
+            format!(", {workers} side by side")
+        } else {
+            String::new()
+        }
     );
-    let mut steps_used: u64 = state.trials.iter().map(|t| t.steps).sum();
-    for (i, (params, config)) in plan.iter().zip(&configs).enumerate() {
-        let name = format!("trial-{:03}", i + 1);
-        if state
-            .trials
-            .iter()
-            .any(|t| t.name == name && t.status != "running")
-        {
-            continue;
+    let todo: Vec<usize> = (0..plan.len())
+        .filter(|&i| {
+            let name = trial_name(i);
+            !state
+                .trials
+                .iter()
+                .any(|t| t.name == name && t.status != "running")
+        })
+        .collect();
+    let steps_used: u64 = state.trials.iter().map(|t| t.steps).sum();
+    let shared = Mutex::new(state);
+    // (next trial in `todo`, steps used or promised to running trials)
+    let queue = Mutex::new((0usize, steps_used));
+    let failure: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                loop {
+                    let i = {
+                        let mut q = lock(&queue);
+                        let Some(&i) = todo.get(q.0) else { return };
+                        if CTRL_C.load(Ordering::SeqCst) || lock(&failure).is_some() {
+                            return;
+                        }
+                        let planned = configs[i].max_steps;
+                        if let Some(budget) = sweep.max_total_steps
+                            && q.1 + planned > budget
+                        {
+                            eprintln!(
+                                "step budget: {} of {budget} steps used or running; {} ({planned} steps) not started",
+                                q.1,
+                                trial_name(i)
+                            );
+                            q.0 = todo.len();
+                            return;
+                        }
+                        q.0 += 1;
+                        q.1 += planned;
+                        i
+                    };
+                    let ctx = TrialCtx {
+                        dir: &dir,
+                        source: &source,
+                        sweep: &sweep,
+                        total: plan.len(),
+                        state: &shared,
+                    };
+                    match run_trial(&ctx, i, &plan[i], &configs[i]) {
+                        Ok(steps) => {
+                            // Give back the steps promised but not run (a pruned trial).
+                            let mut q = lock(&queue);
+                            q.1 = q.1 - configs[i].max_steps + steps;
+                        }
+                        Err(e) => {
+                            lock(&failure).get_or_insert(e);
+                            return;
+                        }
+                    }
+                }
+            });
         }
-        if CTRL_C.load(Ordering::SeqCst) {
-            break;
-        }
-        if let Some(budget) = sweep.max_total_steps
-            && steps_used + config.max_steps > budget
-        {
-            eprintln!(
-                "step budget: {steps_used} of {budget} steps used; {name} ({} steps) not started",
-                config.max_steps
-            );
-            break;
-        }
-        let run_dir = dir.join(&name);
-        let resume = trainer::checkpoint::newest(&run_dir).is_ok();
-        if !resume && run_dir.exists() {
-            std::fs::remove_dir_all(&run_dir).with_context(|| run_dir.display().to_string())?;
-        }
-        let mut config = config.clone();
-        config.output_dir = dir.clone();
-        config.run_name = name.clone();
-        let paths = RunPaths {
-            model: source.clone(),
-            run_dir: run_dir.clone(),
-            resume,
-        };
-        eprintln!(
-            "{name} ({}/{}){}: {}",
-            i + 1,
-            plan.len(),
-            if resume { " resumed" } else { "" },
-            describe(params)
-        );
+    });
+    if let Some(e) = failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e);
+    }
+    let state = shared.into_inner().unwrap_or_else(|p| p.into_inner());
+    report(&dir, &sweep, &state, &base, &configs)
+}
+
+fn trial_name(i: usize) -> String {
+    format!("trial-{:03}", i + 1)
+}
+
+/// What every trial shares.
+struct TrialCtx<'a> {
+    dir: &'a Path,
+    source: &'a llama_model::ModelSource,
+    sweep: &'a SweepFile,
+    total: usize,
+    state: &'a Mutex<State>,
+}
+
+/// Runs trial `i` (resuming it from its last checkpoint when it has one) and records it in the
+/// state. Returns the steps it ran. A failed training is a failed trial, not an error; an
+/// error is something the sweep cannot go on after (the state file cannot be written).
+fn run_trial(
+    ctx: &TrialCtx,
+    i: usize,
+    params: &[(String, toml::Value)],
+    config: &TrainConfig,
+) -> Result<u64> {
+    let name = trial_name(i);
+    let run_dir = ctx.dir.join(&name);
+    let resume = trainer::checkpoint::newest(&run_dir).is_ok();
+    if !resume && run_dir.exists() {
+        std::fs::remove_dir_all(&run_dir).with_context(|| run_dir.display().to_string())?;
+    }
+    let mut config = config.clone();
+    config.output_dir = ctx.dir.to_path_buf();
+    config.run_name = name.clone();
+    let paths = RunPaths {
+        model: ctx.source.clone(),
+        run_dir: run_dir.clone(),
+        resume,
+    };
+    eprintln!(
+        "{name} ({}/{}){}: {}",
+        i + 1,
+        ctx.total,
+        if resume { " resumed" } else { "" },
+        describe(params)
+    );
+    {
+        let mut state = lock(ctx.state);
         state.trials.retain(|t| t.name != name);
         state.trials.push(Trial {
             name: name.clone(),
-            params: params.clone(),
+            params: params.to_vec(),
             status: "running".into(),
             objective: None,
             steps: 0,
@@ -445,71 +585,73 @@ pub fn run(args: Args) -> Result<()> {
             evals: Vec::new(),
             error: None,
         });
-        write_state(&dir, &state)?;
-        STOP.store(false, Ordering::SeqCst);
-        let finished: Vec<Trial> = state.trials.clone();
-        let mut watch = Watch {
-            rule: sweep.early_stop.as_ref(),
-            finished: &finished,
-            evals: Vec::new(),
-            pruned: false,
-            name: name.clone(),
-        };
-        // Earlier evaluations of a resumed trial come from its metrics.
-        if resume {
-            let metrics = trainer::report::read_metrics(&run_dir.join("metrics.jsonl"), None)?;
-            watch.evals = metrics
-                .iter()
-                .filter(|m| m.kind == "eval")
-                .map(|m| (m.step, m.loss))
-                .collect();
-        }
-        let result = crate::backend::dispatch_train(TrialJob {
-            config: &config,
-            paths: &paths,
-            watch: &mut watch,
-        });
-        let pruned = watch.pruned;
-        let evals = watch.evals.clone();
-        let trial = state
-            .trials
-            .iter_mut()
-            .find(|t| t.name == name)
-            .expect("pushed above");
-        trial.evals = evals;
-        trial.evals.dedup_by_key(|e| e.0);
-        match result {
-            Ok(summary) => {
-                steps_used += summary.steps;
-                trial.steps = summary.steps;
-                trial.wall_s = summary.wall_s;
-                trial.objective = summary.eval_loss_after;
-                // A trial flagged at its last evaluation ran to its end: it is done.
-                trial.status = match (summary.interrupted, pruned) {
-                    (true, true) => "pruned",
-                    (true, false) => "running",
-                    (false, _) => "done",
-                }
-                .into();
-                eprintln!(
-                    "{name}: {} after {} steps, validation loss {}",
-                    trial.status,
-                    summary.steps,
-                    summary
-                        .eval_loss_after
-                        .map_or("-".into(), |l| format!("{l:.4}"))
-                );
-            }
-            Err(e) => {
-                let line = crate::error_line(&e);
-                eprintln!("{name}: failed: {line}");
-                trial.status = "failed".into();
-                trial.error = Some(line);
-            }
-        }
-        write_state(&dir, &state)?;
+        write_state(ctx.dir, &state)?;
     }
-    report(&dir, &sweep, &state, &base, &configs)
+    let stop = Arc::new(AtomicBool::new(CTRL_C.load(Ordering::SeqCst)));
+    lock(&RUNNING).push(stop.clone());
+    let mut watch = Watch {
+        rule: ctx.sweep.early_stop.as_ref(),
+        state: ctx.state,
+        evals: Vec::new(),
+        pruned: false,
+        stop: stop.clone(),
+        name: name.clone(),
+    };
+    // Earlier evaluations of a resumed trial come from its metrics.
+    if resume {
+        let metrics = trainer::report::read_metrics(&run_dir.join("metrics.jsonl"), None)?;
+        watch.evals = metrics
+            .iter()
+            .filter(|m| m.kind == "eval")
+            .map(|m| (m.step, m.loss))
+            .collect();
+    }
+    let result = crate::backend::dispatch_train(TrialJob {
+        config: &config,
+        paths: &paths,
+        watch: &mut watch,
+    });
+    lock(&RUNNING).retain(|f| !Arc::ptr_eq(f, &stop));
+    let mut state = lock(ctx.state);
+    let trial = state
+        .trials
+        .iter_mut()
+        .find(|t| t.name == name)
+        .expect("pushed above");
+    trial.evals = watch.evals.clone();
+    trial.evals.dedup_by_key(|e| e.0);
+    let mut steps = 0;
+    match result {
+        Ok(summary) => {
+            steps = summary.steps;
+            trial.steps = summary.steps;
+            trial.wall_s = summary.wall_s;
+            trial.objective = summary.eval_loss_after;
+            // A trial flagged at its last evaluation ran to its end: it is done.
+            trial.status = match (summary.interrupted, watch.pruned) {
+                (true, true) => "pruned",
+                (true, false) => "running",
+                (false, _) => "done",
+            }
+            .into();
+            eprintln!(
+                "{name}: {} after {} steps, validation loss {}",
+                trial.status,
+                summary.steps,
+                summary
+                    .eval_loss_after
+                    .map_or("-".into(), |l| format!("{l:.4}"))
+            );
+        }
+        Err(e) => {
+            let line = crate::error_line(&e);
+            eprintln!("{name}: failed: {line}");
+            trial.status = "failed".into();
+            trial.error = Some(line);
+        }
+    }
+    write_state(ctx.dir, &state)?;
+    Ok(steps)
 }
 
 /// `results.csv`, `results.json`, `sweep.png`, `best.toml`, and the one stdout line.

@@ -30,9 +30,10 @@ fn sweep_file(dir: &std::path::Path, search: &str) -> PathBuf {
         "\"optimizer.lr\" = { log_uniform = [1e-4, 1e-2] }\n\"lora.dropout\" = { uniform = [0.0, 0.2] }\n\"schedule\" = [\"cosine\", \"linear\"]\n"
     };
     let text = format!(
-        "name = \"s-{search}\"\noutput_dir = {out:?}\nsearch = \"{search}\"\ntrials = {trials}\nseed = 3\nearly_stop = {{ rule = \"median\", min_trials = 2 }}\n\n[base]\nmodel = {model:?}\ndata = [{data:?}]\nmethod = \"lora\"\nmax_steps = 4\nbatch_size = 2\nmax_seq_len = 128\neval_every = 2\n\n[params]\n{params}",
+        "name = \"s-{search}\"\noutput_dir = {out:?}\nsearch = \"{search}\"\ntrials = {trials}\nseed = 3\nparallel = {parallel}\nearly_stop = {{ rule = \"median\", min_trials = 2 }}\n\n[base]\nmodel = {model:?}\ndata = [{data:?}]\nmethod = \"lora\"\nmax_steps = 4\nbatch_size = 2\nmax_seq_len = 128\neval_every = 2\n\n[params]\n{params}",
         out = dir.join("sweeps").display().to_string(),
         trials = if search == "grid" { 6 } else { 3 },
+        parallel = if search == "grid" { 1 } else { 2 },
         model = model.display().to_string(),
         data = data.display().to_string(),
     );
@@ -145,13 +146,16 @@ fn a_grid_sweep_prunes_reports_and_resumes() {
 }
 
 #[test]
-fn a_random_sweep_draws_seeded_values_in_range() {
+fn a_random_sweep_draws_seeded_values_in_range_two_trials_side_by_side() {
     let dir =
         PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("sweep-r-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let file = sweep_file(&dir, "random");
-    ok(&xtask(&["sweep", "--config", file.to_str().unwrap()]));
+    let out = xtask(&["sweep", "--config", file.to_str().unwrap()]);
+    ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("2 side by side"), "{err}");
     let json: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(dir.join("sweeps/s-random/results.json")).unwrap(),
     )
