@@ -129,7 +129,11 @@ pub fn run(args: Args) -> Result<()> {
     } else {
         ModelSource::resolve(&config.model)?
     };
-    let is_default = config.model.is_empty();
+    // `train` records the default model by its cached path.
+    let is_default = config.model.is_empty()
+        || crate::default_model::cached_default_model()
+            .and_then(|p| std::fs::canonicalize(p).ok())
+            .is_some_and(|p| std::fs::canonicalize(source.path()).ok() == Some(p));
     let base_model = match &args.base_model {
         Some(b) => b.clone(),
         None if is_default => DEFAULT_BASE.to_string(),

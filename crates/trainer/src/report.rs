@@ -119,7 +119,13 @@ pub fn keep_metrics(path: &Path, step: u64) -> Result<()> {
 
 /// The end of a run's report: `loss.png` from `metrics.jsonl`, and `summary.json`.
 pub fn write_summary(run_dir: &Path, summary: &Summary) -> Result<()> {
-    let metrics = read_metrics(&run_dir.join("metrics.jsonl"), None)?;
+    let mut metrics = read_metrics(&run_dir.join("metrics.jsonl"), None)?;
+    // The validation loss before training (kept in the summary) is the plot's step 0.
+    if let Some(before) = summary.eval_loss_before
+        && !metrics.iter().any(|m| m.kind == "eval" && m.step == 0)
+    {
+        metrics.insert(0, Metric::eval(0, before, 0.0));
+    }
     let name = run_dir
         .file_name()
         .map_or_else(|| "run".into(), |n| n.to_string_lossy().into_owned());
