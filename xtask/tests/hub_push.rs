@@ -5,13 +5,15 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 use base64::Engine;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+
+mod common;
+
+use common::{scratch, train_tiny, xtask_env as xtask};
 
 #[derive(Debug, Clone)]
 struct Seen {
@@ -113,58 +115,10 @@ fn fake_hub() -> (String, Arc<Mutex<Vec<Seen>>>) {
     (base, seen)
 }
 
-fn xtask(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
-    c.args(args)
-        .env_remove("HF_TOKEN")
-        .env_remove("HF_ENDPOINT");
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c.output().unwrap()
-}
-
 #[test]
 fn push_follows_the_hub_upload_sequence() {
-    let dir =
-        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("push-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let data = dir.join("train.jsonl");
-    let lines: Vec<String> = (0..12)
-        .map(|i| json!({"instruction": format!("Say {i}."), "output": i.to_string()}).to_string())
-        .collect();
-    std::fs::write(&data, lines.join("\n")).unwrap();
-    let model = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../crates/llama-model/tests/fixtures/models/mha_untied");
-    let out = xtask(
-        &[
-            "train",
-            "--model",
-            model.to_str().unwrap(),
-            "--data",
-            data.to_str().unwrap(),
-            "--method",
-            "lora",
-            "--max-steps",
-            "2",
-            "--batch-size",
-            "2",
-            "--max-seq-len",
-            "128",
-            "--output-dir",
-            dir.to_str().unwrap(),
-            "--run-name",
-            "r",
-        ],
-        &[],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let run = dir.join("r");
+    let dir = scratch("push");
+    let run = train_tiny(&dir, "r", 2, &[]);
     let folder = dir.join("pub");
 
     // Without HF_TOKEN: one error before anything is written.

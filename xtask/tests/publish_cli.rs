@@ -2,24 +2,20 @@
 //! named in adapter_config.json, the same adapter weights), the merged folder (loads as a plain
 //! checkpoint and gives the adapted model's logits), the GGUF beside it, and refusals.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::PathBuf;
+use std::process::Output;
 
 use burn::prelude::*;
 use llama_model::{Llama, ModelInput, ModelSource, load_adapter};
 
 type B = burn_flex::Flex;
 
-fn base() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../crates/llama-model/tests/fixtures/models/mha_untied")
-}
+mod common;
 
-fn xtask(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(args)
-        .output()
-        .unwrap()
+use common::{fixture_model, scratch, train_tiny, xtask};
+
+fn base() -> PathBuf {
+    fixture_model("mha_untied")
 }
 
 fn ok(out: Output) -> String {
@@ -43,49 +39,10 @@ fn logits(model: &Llama<B>) -> Vec<f32> {
         .unwrap()
 }
 
-fn trained_run(dir: &Path) -> PathBuf {
-    let data = dir.join("train.jsonl");
-    let lines: Vec<String> = (0..16)
-        .map(|i| {
-            serde_json::json!({"instruction": format!("Say {i}."), "output": i.to_string()})
-                .to_string()
-        })
-        .collect();
-    std::fs::write(&data, lines.join("\n")).unwrap();
-    let out = dir.join("runs");
-    ok(xtask(&[
-        "train",
-        "--model",
-        base().to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--method",
-        "lora",
-        "--max-steps",
-        "4",
-        "--batch-size",
-        "2",
-        "--max-seq-len",
-        "128",
-        "--lr",
-        "1e-2",
-        "--eval-every",
-        "2",
-        "--output-dir",
-        out.to_str().unwrap(),
-        "--run-name",
-        "r",
-    ]));
-    out.join("r")
-}
-
 #[test]
 fn publish_writes_hub_folders_that_load_as_the_trained_model() {
-    let dir =
-        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("publish-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let run = trained_run(&dir);
+    let dir = scratch("publish");
+    let run = train_tiny(&dir, "r", 4, &["--lr", "1e-2", "--eval-every", "2"]);
     let mut tuned = ModelSource::from_path(base())
         .unwrap()
         .load::<B>(&Default::default())

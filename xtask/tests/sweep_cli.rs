@@ -2,28 +2,17 @@
 //! the best configuration, and resuming an interrupted sweep.
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use trainer::TrainConfig;
 
-fn xtask(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(args)
-        .output()
-        .unwrap()
-}
+mod common;
+
+use common::{fixture_model, scratch, tiny_dataset, xtask};
 
 fn sweep_file(dir: &std::path::Path, search: &str) -> PathBuf {
-    let data = dir.join("train.jsonl");
-    let lines: Vec<String> = (0..16)
-        .map(|i| {
-            serde_json::json!({"instruction": format!("Say {i}."), "output": i.to_string()})
-                .to_string()
-        })
-        .collect();
-    std::fs::write(&data, lines.join("\n")).unwrap();
-    let model = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../crates/llama-model/tests/fixtures/models/mha_untied");
+    let data = tiny_dataset(dir, 16);
+    let model = fixture_model("mha_untied");
     let params = if search == "grid" {
         "\"optimizer.lr\" = [1e-2, 3e-3, 1.0]\n\"lora.r\" = [2, 4]\n"
     } else {
@@ -52,10 +41,7 @@ fn ok(out: &Output) -> serde_json::Value {
 
 #[test]
 fn a_grid_sweep_prunes_reports_and_resumes() {
-    let dir =
-        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("sweep-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("sweep");
     let file = sweep_file(&dir, "grid");
     let result = ok(&xtask(&["sweep", "--config", file.to_str().unwrap()]));
     let sweep = dir.join("sweeps/s-grid");
@@ -147,10 +133,7 @@ fn a_grid_sweep_prunes_reports_and_resumes() {
 
 #[test]
 fn a_random_sweep_draws_seeded_values_in_range_two_trials_side_by_side() {
-    let dir =
-        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("sweep-r-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("sweep-r");
     let file = sweep_file(&dir, "random");
     let out = xtask(&["sweep", "--config", file.to_str().unwrap()]);
     ok(&out);
