@@ -67,7 +67,8 @@ pub fn run(args: Args) -> Result<()> {
         let files = save_checkpoint(&model, out.path(), dtype, None)?;
         source.write_tokenizer_files(out.path())?;
         let files: Vec<_> = files.iter().map(|f| out.final_path(f)).collect();
-        out.commit()?;
+        let dir = out.commit()?;
+        println!("{}", dir.display());
         pb.finish_and_clear();
         for f in files {
             eprintln!("wrote {}", f.display());
@@ -80,7 +81,9 @@ pub fn run(args: Args) -> Result<()> {
     let files = save_checkpoint(&model, out.path(), dtype, None)?;
     source.write_tokenizer_files(out.path())?;
     let files: Vec<_> = files.iter().map(|f| out.final_path(f)).collect();
-    out.commit()?;
+    let dir = out.commit()?;
+    // The result a script reads: the checkpoint directory.
+    println!("{}", dir.display());
     pb.finish_and_clear();
     for f in files {
         eprintln!("wrote {}", f.display());

@@ -52,10 +52,12 @@ pub fn run(args: Args) -> Result<()> {
     let shard = (args.shard_mb > 0).then_some(args.shard_mb * 1_000_000);
     let files = save_checkpoint(&model, out.path(), dtype, shard)?;
     let files: Vec<_> = files.iter().map(|f| out.final_path(f)).collect();
-    out.commit()?;
+    let dir = out.commit()?;
     pb.finish_and_clear();
     for f in files {
         eprintln!("wrote {}", f.display());
     }
+    // The result a script reads: the checkpoint directory.
+    println!("{}", dir.display());
     Ok(())
 }
